@@ -1,0 +1,79 @@
+"""Graph spec -> Keras model: the one way crmlab builds a model (train, ablate and search all come here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from registry import core
+from registry.core import Registry
+from registry.errors import SpecError
+from registry.spec import GraphSpec, split_ref, topological_order
+from registry.validate import resolve_graph
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith(("Exception encountered", "Arguments received")):
+            return line.strip()
+    return text.splitlines()[0]
+
+
+def assemble(spec: GraphSpec, blocks: Registry | None = None, templates: Registry | None = None) -> keras.Model:
+    """Validate ``spec`` (expanding its template) and build the Keras functional model it describes.
+
+    Each node becomes one layer named after the node, so ``model.get_layer("enc2")`` is node ``enc2``.
+
+    Raises:
+        SpecErrors: the spec is invalid (see :func:`registry.validate.resolve_graph`).
+        SpecError: a block rejects its parameters or its input shapes; the message names the node.
+    """
+    reg = blocks if blocks is not None else core.blocks()
+    graph = resolve_graph(spec, reg, templates)
+    file = graph.source
+    tensors: dict[str, Any] = {}
+    for name, inp in graph.inputs.items():
+        tensors[name] = keras.Input(shape=tuple(inp.shape), dtype=inp.dtype, name=name)
+    for name in topological_order(graph):
+        node = graph.nodes[name]
+        info = reg.get(node.block)
+        try:
+            layer = info.factory(**node.params, name=name)
+        except (ValueError, TypeError) as exc:
+            key, _, msg = _first_line(exc).partition(": ")
+            if key in info.params:
+                raise SpecError(file, f"nodes.{name}.params.{key}", f"{node.block}: {msg}") from None
+            raise SpecError(file, f"nodes.{name}.params", f"{node.block}: {_first_line(exc)}") from None
+        args = [tensors[_key(graph, r)] for r in node.inputs]
+        try:
+            out = layer(args[0] if len(args) == 1 else args)
+        except Exception as exc:  # noqa: BLE001 - any failure here is a shape/wiring problem of this node
+            shapes = ", ".join(f"{r} {tuple(t.shape)}" for r, t in zip(node.inputs, args, strict=True))
+            raise SpecError(
+                file, f"nodes.{name}", f"{node.block} cannot take inputs {shapes}: {_first_line(exc)}"
+            ) from None
+        outs = out if isinstance(out, tuple | list) else (out,)
+        for port, tensor in zip(info.outputs, outs, strict=True):
+            tensors[f"{name}.{port}"] = tensor
+        tensors[name] = outs[0]
+    inputs = [tensors[n] for n in graph.inputs]
+    outputs = [tensors[_key(graph, r)] for r in graph.outputs]
+    return keras.Model(
+        inputs=inputs[0] if len(inputs) == 1 else inputs,
+        outputs=outputs[0] if len(outputs) == 1 else outputs,
+        name=graph.name,
+    )
+
+
+def _key(graph: GraphSpec, ref: str) -> str:
+    node, port = split_ref(ref)
+    return node if port is None or node in graph.inputs else f"{node}.{port}"
+
+
+def parameter_counts(model: keras.Model) -> dict[str, int]:
+    """``{"total", "trainable", "non_trainable"}`` parameter counts of a built model."""
+    trainable = sum(int(keras.ops.size(w)) for w in model.trainable_weights)
+    non_trainable = sum(int(keras.ops.size(w)) for w in model.non_trainable_weights)
+    return {"total": trainable + non_trainable, "trainable": trainable, "non_trainable": non_trainable}

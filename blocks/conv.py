@@ -1,0 +1,227 @@
+"""Convolutional blocks of CRMnet: squeeze-and-excitation, U-Net encoder/decoder levels and the final conv stack."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+from keras import ops
+
+from blocks.base import Block, apply, block
+
+
+@block()
+class SEBlock(Block):
+    """Squeeze-and-excitation: global average pool -> Dense(C // ratio, relu) -> Dense(C, sigmoid) -> rescale.
+
+    Args:
+        ratio: channel reduction of the squeeze (CRMnet: 2).
+
+    Input shape: ``(batch, length, channels)``. Output shape: the same.
+    """
+
+    def __init__(self, ratio: int = 2, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if ratio < 1:
+            raise ValueError(f"ratio: must be >= 1, got {ratio}")
+        self.ratio = ratio
+
+    def create(self, input_shape: Any) -> None:
+        channels = int(input_shape[-1])
+        self.squeeze = keras.layers.Dense(max(1, channels // self.ratio), activation="relu")
+        self.excite = keras.layers.Dense(channels, activation="sigmoid")
+
+    def call(self, x: Any, training: bool | None = None) -> Any:
+        scale = self.excite(self.squeeze(ops.mean(x, axis=1)))
+        return x * ops.expand_dims(scale, 1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "ratio": self.ratio}
+
+
+def conv_se_bn(
+    filters: int, kernel_size: int, se_ratio: int | None, batch_norm: bool, activation: str
+) -> list[keras.layers.Layer]:
+    """The layers of one ``Conv1D(same, he_normal) -> SE -> BatchNorm`` stage (SE and BatchNorm optional)."""
+    layers: list[keras.layers.Layer] = [
+        keras.layers.Conv1D(filters, kernel_size, padding="same", activation=activation, kernel_initializer="he_normal")
+    ]
+    if se_ratio is not None:
+        layers.append(SEBlock(ratio=se_ratio))
+    if batch_norm:
+        layers.append(keras.layers.BatchNormalization())
+    return layers
+
+
+@block(outputs=("out", "skip"))
+class SEConvEncoder(Block):
+    """One U-Net encoder level: 2 x [Conv1D -> SE -> BatchNorm] -> Dropout, then optional stride-2 down-sampling.
+
+    Args:
+        filters: channels of every convolution.
+        kernel_size: convolution width (CRMnet: 11, about one transcription-factor site).
+        se_ratio: squeeze-and-excitation ratio; ``None`` turns SE off.
+        batch_norm: batch normalisation after each stage.
+        dropout: dropout rate after the two stages.
+        downsample: halve the length with a stride-2 ``Conv1D(filters, kernel_size)`` (not max-pooling).
+        activation: activation of the convolutions.
+
+    Input shape: ``(batch, length, channels)``. Outputs: ``out`` ``(batch, length / 2, filters)`` when
+    down-sampling else ``(batch, length, filters)``; ``skip`` ``(batch, length, filters)``, taken before
+    down-sampling.
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int = 11,
+        se_ratio: int | None = 2,
+        batch_norm: bool = True,
+        dropout: float = 0.1,
+        downsample: bool = True,
+        activation: str = "relu",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.filters, self.kernel_size, self.se_ratio = filters, kernel_size, se_ratio
+        self.batch_norm, self.dropout, self.downsample, self.activation = batch_norm, dropout, downsample, activation
+        self.stages = [
+            *conv_se_bn(filters, kernel_size, se_ratio, batch_norm, activation),
+            *conv_se_bn(filters, kernel_size, se_ratio, batch_norm, activation),
+        ]
+        self.drop = keras.layers.Dropout(dropout) if dropout > 0 else None
+        self.down = (
+            keras.layers.Conv1D(
+                filters, kernel_size, strides=2, padding="same", activation=activation, kernel_initializer="he_normal"
+            )
+            if downsample
+            else None
+        )
+
+    def call(self, x: Any, training: bool | None = None) -> tuple[Any, Any]:
+        skip = apply(self.stages, x, training)
+        if self.drop is not None:
+            skip = self.drop(skip, training=training)
+        out = self.down(skip) if self.down is not None else skip
+        return out, skip
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, Any]:
+        batch, length, _ = input_shape
+        out_len = None if length is None else (-(-length // 2) if self.downsample else length)
+        return (batch, out_len, self.filters), (batch, length, self.filters)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "se_ratio": self.se_ratio,
+            "batch_norm": self.batch_norm,
+            "dropout": self.dropout,
+            "downsample": self.downsample,
+            "activation": self.activation,
+        }
+
+
+@block(inputs=("x", "skip?"))
+class TransposeConvDecoder(Block):
+    """One U-Net decoder level: Conv1DTranspose(stride 2) up-sampling, concatenation with the skip input, then
+    2 x [Conv1D -> SE -> BatchNorm].
+
+    Args:
+        filters: channels of the transposed and plain convolutions.
+        kernel_size: convolution width.
+        se_ratio: squeeze-and-excitation ratio; ``None`` turns SE off.
+        batch_norm: batch normalisation after each stage.
+        activation: activation of the plain convolutions (the transposed one is linear).
+
+    Inputs: ``x`` ``(batch, length, channels)`` and optionally ``skip`` ``(batch, 2 * length, skip_channels)``
+    (without it the block only up-samples: the "no U-Net skips" ablation). Output shape:
+    ``(batch, 2 * length, filters)``.
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int = 11,
+        se_ratio: int | None = 2,
+        batch_norm: bool = True,
+        activation: str = "relu",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.filters, self.kernel_size, self.se_ratio = filters, kernel_size, se_ratio
+        self.batch_norm, self.activation = batch_norm, activation
+        self.up = keras.layers.Conv1DTranspose(filters, kernel_size, strides=2, padding="same")
+        self.concat = keras.layers.Concatenate(axis=-1)
+        self.stages = [
+            *conv_se_bn(filters, kernel_size, se_ratio, batch_norm, activation),
+            *conv_se_bn(filters, kernel_size, se_ratio, batch_norm, activation),
+        ]
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        if isinstance(inputs, list | tuple):
+            x, *rest = inputs
+        else:
+            x, rest = inputs, []
+        y = self.up(x)
+        if rest:
+            y = self.concat([y, rest[0]])
+        return apply(self.stages, y, training)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "se_ratio": self.se_ratio,
+            "batch_norm": self.batch_norm,
+            "activation": self.activation,
+        }
+
+
+@block()
+class SEConvStack(Block):
+    """A stack of [Conv1D -> SE (-> BatchNorm)] stages, one per entry of ``filters`` (CRMnet's final 128/64/32).
+
+    Args:
+        filters: channels of each stage, in order.
+        kernel_size: convolution width.
+        se_ratio: squeeze-and-excitation ratio; ``None`` turns SE off.
+        batch_norm: batch normalisation after each stage (CRMnet: none).
+        activation: activation of the convolutions.
+
+    Input shape: ``(batch, length, channels)``. Output shape: ``(batch, length, filters[-1])``.
+    """
+
+    def __init__(
+        self,
+        filters: Sequence[int] = (128, 64, 32),
+        kernel_size: int = 11,
+        se_ratio: int | None = 2,
+        batch_norm: bool = False,
+        activation: str = "relu",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not filters:
+            raise ValueError("filters: needs at least one stage")
+        self.filters, self.kernel_size, self.se_ratio = list(filters), kernel_size, se_ratio
+        self.batch_norm, self.activation = batch_norm, activation
+        self.stages = [
+            layer for f in self.filters for layer in conv_se_bn(f, kernel_size, se_ratio, batch_norm, activation)
+        ]
+
+    def call(self, x: Any, training: bool | None = None) -> Any:
+        return apply(self.stages, x, training)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "se_ratio": self.se_ratio,
+            "batch_norm": self.batch_norm,
+            "activation": self.activation,
+        }

@@ -1,0 +1,103 @@
+"""The transformer trunk of CRMnet: post-LayerNorm encoder blocks wired in sequential or parallel stages."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+
+from blocks.base import Block, block
+
+
+class _EncoderBlock(keras.layers.Layer):
+    """Multi-head self-attention + feed-forward, each with dropout, residual and post-LayerNorm."""
+
+    def __init__(self, width: int, num_heads: int, key_dim: int, ff_dim: int, dropout: float, epsilon: float, **kw: Any):
+        super().__init__(**kw)
+        self.attention = keras.layers.MultiHeadAttention(num_heads=num_heads, key_dim=key_dim)
+        self.ff_in = keras.layers.Dense(ff_dim, activation="relu")
+        self.ff_out = keras.layers.Dense(width)
+        self.norm1 = keras.layers.LayerNormalization(epsilon=epsilon)
+        self.norm2 = keras.layers.LayerNormalization(epsilon=epsilon)
+        self.drop1 = keras.layers.Dropout(dropout)
+        self.drop2 = keras.layers.Dropout(dropout)
+
+    def build(self, input_shape: Any) -> None:
+        self.attention.build(input_shape, input_shape)
+        self.norm1.build(input_shape)
+        self.ff_in.build(input_shape)
+        self.ff_out.build((*input_shape[:-1], self.ff_in.units))
+        self.norm2.build(input_shape)
+        self.built = True
+
+    def call(self, x: Any, training: bool | None = None) -> Any:
+        x = self.norm1(x + self.drop1(self.attention(x, x, training=training), training=training))
+        return self.norm2(x + self.drop2(self.ff_out(self.ff_in(x)), training=training))
+
+
+@block()
+class TransformerEncoder(Block):
+    """Stages of transformer encoder blocks; the blocks of one stage run in parallel on the same input and are summed.
+
+    CRMnet's trunk is ``branches: [1, 2, 2, 2, 1]``: one block, three stages of two parallel blocks, one block
+    (8 blocks). A plain stack of ``n`` blocks is ``branches: [1, 1, ..., 1]``.
+
+    Args:
+        num_heads: attention heads.
+        key_dim: size of each head's query/key/value projection (CRMnet: 256, i.e. 12 x 256 wide).
+        ff_dim: hidden units of the feed-forward sub-layer.
+        dropout: dropout after attention and after the feed-forward sub-layer.
+        branches: number of parallel blocks in each stage.
+        epsilon: LayerNormalization epsilon.
+
+    Input shape: ``(batch, length, channels)``. Output shape: the same.
+    """
+
+    def __init__(
+        self,
+        num_heads: int = 12,
+        key_dim: int = 256,
+        ff_dim: int = 128,
+        dropout: float = 0.1,
+        branches: Sequence[int] = (1, 2, 2, 2, 1),
+        epsilon: float = 1e-6,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not branches or any(b < 1 for b in branches):
+            raise ValueError(f"branches: needs at least one stage, each of >= 1 block, got {list(branches)}")
+        self.num_heads, self.key_dim, self.ff_dim, self.dropout = num_heads, key_dim, ff_dim, dropout
+        self.branches, self.epsilon = list(branches), epsilon
+
+    def create(self, input_shape: Any) -> None:
+        width = int(input_shape[-1])
+        self.stages = [
+            [
+                _EncoderBlock(width, self.num_heads, self.key_dim, self.ff_dim, self.dropout, self.epsilon)
+                for _ in range(n)
+            ]
+            for n in self.branches
+        ]
+
+    def call(self, x: Any, training: bool | None = None) -> Any:
+        for stage in self.stages:
+            outs = [blk(x, training=training) for blk in stage]
+            x = outs[0]
+            for o in outs[1:]:
+                x = x + o
+        return x
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "key_dim": self.key_dim,
+            "ff_dim": self.ff_dim,
+            "dropout": self.dropout,
+            "branches": self.branches,
+            "epsilon": self.epsilon,
+        }

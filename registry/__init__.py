@@ -1,0 +1,1 @@
+"""Spec parsing, templates, patching and validation. Pure Python: nothing here imports Keras."""

@@ -1,0 +1,1 @@
+"""Training runner (issue 3)."""

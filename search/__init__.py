@@ -1,0 +1,1 @@
+"""Ablation and search studies (issues 4, 5)."""

@@ -1,0 +1,161 @@
+"""The ``crmlab`` command.
+
+Every user mistake (bad YAML, unknown block, wrong parameter, impossible shape) is printed as one line
+``FILE: key.path: message`` on stderr and exits with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from registry.errors import CrmlabError
+
+EXIT_USAGE = 2
+
+
+def _use_backend(backend: str | None) -> None:
+    """Select the Keras backend; must run before Keras is first imported."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if backend:
+        loaded = sys.modules.get("keras")
+        if loaded is not None and loaded.config.backend() != backend:
+            raise CrmlabError(f"--backend: Keras is already running on {loaded.config.backend()}")
+        os.environ["KERAS_BACKEND"] = backend
+    _import_keras_quietly()
+
+
+def _import_keras_quietly() -> None:
+    """Import Keras (and TensorFlow) with the C++ start-up log lines they write to stderr silenced.
+
+    Those lines cannot be turned off by TF_CPP_MIN_LOG_LEVEL in current TensorFlow; without this an error report
+    would not be the single line the CLI promises. Python exceptions raised by the import still propagate.
+    """
+    if "keras" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import keras
+
+        if keras.config.backend() == "tensorflow":
+            import tensorflow  # noqa: F401 - loaded here so its log lines are silenced too
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def cmd_blocks(args: argparse.Namespace) -> int:
+    """List registered blocks (and templates) with origin, ports and parameters; then plugins that failed."""
+    from registry import core
+    from registry.validate import type_name
+
+    for reg in (core.blocks(), core.templates()):
+        infos = reg.load_all()
+        print(f"{reg.kind}s ({len(infos)}):")
+        for info in infos:
+            ports = f"({', '.join(info.inputs)}) -> ({', '.join(info.outputs)})" if reg.kind == "block" else ""
+            print(f"  {info.name}  {ports}")
+            print(f"      origin: {info.origin}")
+            if info.summary:
+                print(f"      {info.summary}")
+            for p in info.params.values():
+                default = "" if p.required else f" = {p.default!r}"
+                print(f"      {p.name}: {type_name(p.annotation)}{default}")
+        if reg.failed:
+            print(f"failed {reg.kind} plugins ({len(reg.failed)}):")
+            for f in reg.failed.values():
+                print(f"  {f.name}  from {f.origin}: {f.error}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    """Validate and assemble a graph spec; print a per-node summary and the parameter count."""
+    from registry import yamlio
+    from registry.spec import load_graph
+    from registry.validate import resolve_graph
+
+    spec = load_graph(args.spec)
+    resolved = resolve_graph(spec)
+    if args.resolved:
+        print(yamlio.dumps(resolved.to_dict()), end="")
+        return 0
+
+    import keras
+
+    from blocks.assemble import assemble, parameter_counts
+
+    model = assemble(resolved)
+    if args.keras_summary:
+        model.summary()
+    else:
+        _print_nodes(model, resolved)
+    counts = parameter_counts(model)
+    print(
+        f"{resolved.name}: {counts['total']:,} total parameters "
+        f"({counts['trainable']:,} trainable, {counts['non_trainable']:,} non-trainable) "
+        f"on {keras.config.backend()}"
+    )
+    return 0
+
+
+def _print_nodes(model: Any, spec: Any) -> None:
+    rows = [("node", "block", "output shape", "params")]
+    for name, node in spec.nodes.items():
+        layer = model.get_layer(name)
+        outs = layer.output if isinstance(layer.output, list | tuple) else [layer.output]
+        shape = " ".join(str(tuple(o.shape)) for o in outs)
+        rows.append((name, node.block, shape, f"{layer.count_params():,}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crmlab", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("blocks", help="list registered blocks, templates and failed plugins")
+    p.set_defaults(func=cmd_blocks)
+
+    p = sub.add_parser("build", help="validate and assemble a graph spec, print its summary and parameter count")
+    p.add_argument("spec", help="graph spec YAML (e.g. studies/graphs/crmnet.yaml)")
+    p.add_argument("--backend", choices=["tensorflow", "jax"], help="Keras backend (default: KERAS_BACKEND or tensorflow)")
+    p.add_argument("--keras-summary", action="store_true", help="print Keras' model.summary() instead of the node table")
+    p.add_argument("--resolved", action="store_true", help="print the validated spec with its template expanded")
+    p.set_defaults(func=cmd_build)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from crmlab import __version__
+
+        print(f"crmlab {__version__}")
+        return 0
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        _use_backend(getattr(args, "backend", None))
+        return args.func(args)
+    except CrmlabError as exc:
+        for line in str(exc).splitlines():
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -49,7 +49,7 @@ def assemble(spec: GraphSpec, blocks: Registry | None = None, templates: Registr
         args = [tensors[_key(graph, r)] for r in node.inputs]
         try:
             out = layer(args[0] if len(args) == 1 else args)
-        except Exception as exc:  # noqa: BLE001 - any failure here is a shape/wiring problem of this node
+        except Exception as exc:
             shapes = ", ".join(f"{r} {tuple(t.shape)}" for r, t in zip(node.inputs, args, strict=True))
             raise SpecError(
                 file, f"nodes.{name}", f"{node.block} cannot take inputs {shapes}: {_first_line(exc)}"

@@ -21,6 +21,8 @@ class SEBlock(Block):
     Input shape: ``(batch, length, channels)``. Output shape: the same.
     """
 
+    crmlab_example = {"params": {"ratio": 2}, "inputs": [[112, 8]]}
+
     def __init__(self, ratio: int = 2, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if ratio < 1:
@@ -71,6 +73,8 @@ class SEConvEncoder(Block):
     down-sampling else ``(batch, length, filters)``; ``skip`` ``(batch, length, filters)``, taken before
     down-sampling.
     """
+
+    crmlab_example = {"params": {"filters": 8, "kernel_size": 5}, "inputs": [[112, 5]]}
 
     def __init__(
         self,
@@ -141,6 +145,8 @@ class TransposeConvDecoder(Block):
     ``(batch, 2 * length, filters)``.
     """
 
+    crmlab_example = {"params": {"filters": 8, "kernel_size": 5}, "inputs": [[56, 8], [112, 4]]}
+
     def __init__(
         self,
         filters: int,
@@ -194,6 +200,8 @@ class SEConvStack(Block):
 
     Input shape: ``(batch, length, channels)``. Output shape: ``(batch, length, filters[-1])``.
     """
+
+    crmlab_example = {"params": {"filters": [8, 4], "kernel_size": 5}, "inputs": [[112, 5]]}
 
     def __init__(
         self,

@@ -24,6 +24,8 @@ class MLPHead(Block):
     always float32 so mixed-precision training keeps a float32 loss.
     """
 
+    crmlab_example = {"params": {"units": [8, 4], "dropout": [0.1, 0.0]}, "inputs": [[112, 5]]}
+
     def __init__(
         self,
         units: Sequence[int] = (256, 128, 64, 32),

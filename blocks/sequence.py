@@ -25,6 +25,8 @@ class OneHotInput(Block):
     Input shape: ``(batch, length)`` integers. Output shape: ``(batch, length, num_tokens)`` floats.
     """
 
+    crmlab_example = {"params": {}, "inputs": [[112]]}
+
     def __init__(self, num_tokens: int = 5, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.num_tokens = num_tokens
@@ -57,6 +59,8 @@ class PositionEncoding(Block):
 
     Input shape: ``(batch, length, channels)``. Output shape: the same.
     """
+
+    crmlab_example = {"params": {"mode": "add"}, "inputs": [[14, 16]]}
 
     def __init__(
         self,

@@ -13,7 +13,9 @@ from blocks.base import Block, block
 class _EncoderBlock(keras.layers.Layer):
     """Multi-head self-attention + feed-forward, each with dropout, residual and post-LayerNorm."""
 
-    def __init__(self, width: int, num_heads: int, key_dim: int, ff_dim: int, dropout: float, epsilon: float, **kw: Any):
+    def __init__(
+        self, width: int, num_heads: int, key_dim: int, ff_dim: int, dropout: float, epsilon: float, **kw: Any
+    ):
         super().__init__(**kw)
         self.attention = keras.layers.MultiHeadAttention(num_heads=num_heads, key_dim=key_dim)
         self.ff_in = keras.layers.Dense(ff_dim, activation="relu")
@@ -53,6 +55,8 @@ class TransformerEncoder(Block):
 
     Input shape: ``(batch, length, channels)``. Output shape: the same.
     """
+
+    crmlab_example = {"params": {"num_heads": 2, "key_dim": 4, "ff_dim": 8, "branches": [1, 2]}, "inputs": [[14, 8]]}
 
     def __init__(
         self,

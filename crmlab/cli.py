@@ -44,7 +44,9 @@ def _import_keras_quietly() -> None:
         import keras
 
         if keras.config.backend() == "tensorflow":
-            import tensorflow  # noqa: F401 - loaded here so its log lines are silenced too
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # device discovery logs (e.g. cuInit without a driver) go here
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -127,8 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build", help="validate and assemble a graph spec, print its summary and parameter count")
     p.add_argument("spec", help="graph spec YAML (e.g. studies/graphs/crmnet.yaml)")
-    p.add_argument("--backend", choices=["tensorflow", "jax"], help="Keras backend (default: KERAS_BACKEND or tensorflow)")
-    p.add_argument("--keras-summary", action="store_true", help="print Keras' model.summary() instead of the node table")
+    p.add_argument(
+        "--backend", choices=["tensorflow", "jax"], help="Keras backend (default: KERAS_BACKEND or tensorflow)"
+    )
+    p.add_argument(
+        "--keras-summary", action="store_true", help="print Keras' model.summary() instead of the node table"
+    )
     p.add_argument("--resolved", action="store_true", help="print the validated spec with its template expanded")
     p.set_defaults(func=cmd_build)
     return parser

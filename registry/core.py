@@ -12,6 +12,9 @@ layer class, such that:
   (a single tensor when there is one input, else a list). A trailing ``?`` marks an optional input.
 * ``factory.crmlab_outputs`` (default ``("out",)``) names its output ports; with several ports ``call`` returns a
   tuple in that order. A graph spec refers to them as ``node.port``; a bare ``node`` means its first port.
+* ``factory.crmlab_example`` is ``{"params": {...}, "inputs": [shape, ...]}``: small parameters and per-example
+  input shapes (no batch axis; a 1-D shape means integer tokens, else float features) with which the shared
+  contract test (``tests/blocks/test_contract.py``) builds, runs, re-configures and saves/loads the block.
 
 Built-in blocks are declared in crmlab's own ``pyproject.toml`` exactly like a third-party plugin's, so both are
 loaded the same way. Entry points are loaded lazily: listing names costs nothing, and a block's module is imported
@@ -109,7 +112,7 @@ def signature_params(factory: Callable[..., Any]) -> dict[str, Param]:
     target = factory.__init__ if inspect.isclass(factory) else factory
     try:
         hints = typing.get_type_hints(target)
-    except Exception:  # noqa: BLE001 - unresolvable hints degrade to Any, the call still validates
+    except Exception:
         hints = {}
     params: dict[str, Param] = {}
     for p in inspect.signature(target).parameters.values():
@@ -147,9 +150,7 @@ class Registry:
         self._entries: dict[str, _Entry] = {}
         self.failed: dict[str, LoadFailure] = {}
 
-    def register(
-        self, name: str, factory: Callable[..., Any] | None = None, *, origin: str | None = None
-    ) -> Any:
+    def register(self, name: str, factory: Callable[..., Any] | None = None, *, origin: str | None = None) -> Any:
         """Register ``factory`` under ``name``; without ``factory`` returns a decorator."""
 
         def add(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -200,7 +201,7 @@ class Registry:
             try:
                 factory = entry.loader()
                 entry.info = BlockInfo.from_factory(name, factory, entry.origin)
-            except Exception as exc:  # noqa: BLE001 - any plugin failure is reported, never fatal
+            except (Exception, SystemExit) as exc:  # a plugin is never fatal
                 self.failed[name] = LoadFailure(name, entry.origin, f"{type(exc).__name__}: {exc}")
                 raise BlockLoadError(self._failure_text(self.failed[name])) from None
         return entry.info
@@ -221,11 +222,11 @@ class Registry:
 
 def _discover(group: str, kind: str) -> Registry:
     reg = Registry(kind)
-    seen: set[tuple[str, str, str]] = set()
+    seen: set[tuple[str, str]] = set()
     for ep in metadata.entry_points(group=group):
         dist = getattr(ep, "dist", None)
-        key = (ep.name, ep.value, dist.name if dist is not None else "")
-        if key in seen:  # the same distribution visible twice on sys.path (e.g. editable + build dir)
+        key = (ep.name, dist.name if dist is not None else ep.value)
+        if key in seen:  # one distribution's metadata seen twice on sys.path (e.g. a stale egg-info): first wins
             continue
         seen.add(key)
         reg.add_entry_point(ep)

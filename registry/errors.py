@@ -29,24 +29,19 @@ class Issue:
         return ": ".join([*parts, self.message])
 
 
-class SpecError(CrmlabError):
-    """A single input error, printed as ``FILE: key.path: message``."""
-
-    def __init__(self, file: str | None, path: str, message: str) -> None:
-        self.issue = Issue(str(file or ""), path, message)
-        super().__init__(str(self.issue))
-
-    @property
-    def issues(self) -> list[Issue]:
-        return [self.issue]
-
-
 class SpecErrors(CrmlabError):
-    """Several input errors found in one pass; ``str()`` gives one line per error."""
+    """Input errors found in one pass; ``str()`` gives one ``FILE: key.path: message`` line per error."""
 
     def __init__(self, issues: Iterable[Issue]) -> None:
         self.issues = list(issues)
         super().__init__("\n".join(str(i) for i in self.issues))
+
+
+class SpecError(SpecErrors):
+    """A single input error, printed as ``FILE: key.path: message``."""
+
+    def __init__(self, file: str | None, path: str, message: str) -> None:
+        super().__init__([Issue(str(file or ""), path, message)])
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -23,6 +23,7 @@ Nothing in this module imports Keras.
 from __future__ import annotations
 
 import re
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -101,19 +102,25 @@ def split_ref(ref: str) -> tuple[str, str | None]:
     return node, (port or None)
 
 
+def _unwrap(ann: Any) -> Any:
+    """``X | None`` -> ``X``."""
+    if typing.get_origin(ann) in (typing.Union, types.UnionType):
+        return next(a for a in typing.get_args(ann) if a is not type(None))
+    return ann
+
+
 def _allowed_keys(model: Any, loc: tuple[Any, ...]) -> list[str]:
     """Field names of the pydantic model reached by following ``loc`` from ``model``."""
     ann: Any = model
     for part in loc:
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            if part not in ann.model_fields:
-                return []
+        ann = _unwrap(ann)
+        if typing.get_origin(ann) in (dict, list):
+            ann = typing.get_args(ann)[-1]  # ``part`` is a mapping key or list index
+        elif isinstance(ann, type) and issubclass(ann, BaseModel) and part in ann.model_fields:
             ann = ann.model_fields[part].annotation
-        origin = typing.get_origin(ann)
-        if origin is dict:
-            ann = typing.get_args(ann)[1]
-        elif origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-            ann = next(a for a in typing.get_args(ann) if a is not type(None))
+        else:
+            return []
+    ann = _unwrap(ann)
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return [k for k in ann.model_fields if k != "source"]
     return []

@@ -59,9 +59,11 @@ def crmnet_unet(
     if length % (2**depth):
         raise ValueError(f"depth: length {length} is not divisible by 2**{depth} = {2**depth}; use a smaller depth")
     levels = depth + 1
-    widths = list(encoder_filters) if encoder_filters is not None else [
-        filters if i < (levels + 1) // 2 else 2 * filters for i in range(levels)
-    ]
+    widths = (
+        list(encoder_filters)
+        if encoder_filters is not None
+        else [filters if i < (levels + 1) // 2 else 2 * filters for i in range(levels)]
+    )
     if len(widths) != levels:
         raise ValueError(f"encoder_filters: needs depth + 1 = {levels} widths, got {len(widths)}")
     dec_width = decoder_filters if decoder_filters is not None else filters
@@ -105,7 +107,12 @@ def crmnet_unet(
     nodes["convs"] = {
         "block": "se_conv_stack",
         "inputs": [prev],
-        "params": {"filters": list(stack_filters), "kernel_size": kernel_size, "se_ratio": se_ratio, "batch_norm": False},
+        "params": {
+            "filters": list(stack_filters),
+            "kernel_size": kernel_size,
+            "se_ratio": se_ratio,
+            "batch_norm": False,
+        },
     }
     nodes["head"] = {
         "block": "mlp_head",

@@ -7,6 +7,7 @@ reports all problems at once as :class:`~registry.errors.SpecErrors` (one ``FILE
 
 from __future__ import annotations
 
+import types
 import typing
 from functools import cache
 from typing import Any
@@ -32,7 +33,7 @@ def type_name(annotation: Any) -> str:
     args = typing.get_args(annotation)
     if origin is typing.Literal:
         return " | ".join(repr(a) for a in args)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         return " | ".join("null" if a is type(None) else type_name(a) for a in args)
     if origin is not None:
         return f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_name(a) for a in args)}]"
@@ -48,7 +49,7 @@ def check_value(param: Param, value: Any) -> str | None:
     except ValidationError:
         shown = repr(value) if not isinstance(value, dict) else "a mapping"
         return f"expects {type_name(param.annotation)}, got {type(value).__name__} {shown}"
-    except Exception:  # noqa: BLE001 - a hint pydantic cannot check is accepted; the constructor checks it
+    except Exception:
         return None
     return None
 
@@ -105,7 +106,9 @@ def validate_graph(spec: GraphSpec, blocks: Registry | None = None) -> None:
     for name, node in spec.nodes.items():
         where = f"nodes.{name}"
         if node.block not in reg:
-            issues.append(Issue(file, f"{where}.block", f"no block '{node.block}'{did_you_mean(node.block, reg.names())}"))
+            issues.append(
+                Issue(file, f"{where}.block", f"no block '{node.block}'{did_you_mean(node.block, reg.names())}")
+            )
             continue
         try:
             info = infos[name] = reg.get(node.block)
@@ -122,7 +125,9 @@ def validate_graph(spec: GraphSpec, blocks: Registry | None = None) -> None:
                 else f"{info.min_inputs} to {info.max_inputs}"
             )
             issues.append(
-                Issue(file, f"{where}.inputs", f"{node.block} takes {want} input(s) ({', '.join(info.inputs)}), got {n}")
+                Issue(
+                    file, f"{where}.inputs", f"{node.block} takes {want} input(s) ({', '.join(info.inputs)}), got {n}"
+                )
             )
     known = [*spec.inputs, *spec.nodes]
 
@@ -133,12 +138,16 @@ def validate_graph(spec: GraphSpec, blocks: Registry | None = None) -> None:
                 issues.append(Issue(file, path, f"model input '{target}' has no ports"))
             return
         if target not in spec.nodes:
-            issues.append(Issue(file, path, f"'{target}' is neither a node nor a model input{did_you_mean(target, known)}"))
+            issues.append(
+                Issue(file, path, f"'{target}' is neither a node nor a model input{did_you_mean(target, known)}")
+            )
             return
         info = infos.get(target)
         if port is not None and info is not None and port not in info.outputs:
             issues.append(
-                Issue(file, path, f"node '{target}' ({info.name}) has no port '{port}' (ports: {', '.join(info.outputs)})")
+                Issue(
+                    file, path, f"node '{target}' ({info.name}) has no port '{port}' (ports: {', '.join(info.outputs)})"
+                )
             )
 
     for name, node in spec.nodes.items():
@@ -157,9 +166,7 @@ def validate_graph(spec: GraphSpec, blocks: Registry | None = None) -> None:
         used = _reachable(spec)
         for name in spec.nodes:
             if name not in used:
-                issues.append(
-                    Issue(file, f"nodes.{name}", "node is not used by any output (remove it or wire it in)")
-                )
+                issues.append(Issue(file, f"nodes.{name}", "node is not used by any output (remove it or wire it in)"))
         for name in spec.inputs:
             if name not in used:
                 issues.append(Issue(file, f"inputs.{name}", "model input is not used by any node"))

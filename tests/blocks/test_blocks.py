@@ -1,0 +1,127 @@
+"""Behaviour of the individual CRMnet blocks and of the assembled canonical graphs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from blocks.assemble import assemble, parameter_counts
+from blocks.conv import SEBlock, SEConvEncoder, TransposeConvDecoder
+from blocks.heads import MLPHead
+from blocks.sequence import OneHotInput, PositionEncoding
+from blocks.transformer import TransformerEncoder
+from registry.spec import load_graph, parse_graph
+
+GRAPHS = Path(__file__).resolve().parents[2] / "studies" / "graphs"
+
+
+def test_onehot_order_is_n_a_c_g_t_and_unknown_is_n() -> None:
+    tokens = np.array([[0, 1, 2, 3, 4, 7, -1]], dtype="int32")
+    y = keras.ops.convert_to_numpy(OneHotInput()(tokens))
+    assert y.shape == (1, 7, 5)
+    np.testing.assert_array_equal(y[0].argmax(-1), [0, 1, 2, 3, 4, 0, 0])
+    np.testing.assert_array_equal(y.sum(-1), np.ones((1, 7)))
+
+
+def test_onehot_of_real_sequence_matches_its_letters(real_sequences: list[str], real_tokens: np.ndarray) -> None:
+    y = keras.ops.convert_to_numpy(OneHotInput()(real_tokens))
+    seq = real_sequences[0]
+    letters = "".join("NACGT"[i] for i in y[0].argmax(-1))
+    assert letters[: len(seq)] == seq and set(letters[len(seq) :]) <= {"N"}
+
+
+def test_se_block_rescales_channels_by_a_sigmoid_gate() -> None:
+    x = np.random.default_rng(0).normal(size=(2, 10, 6)).astype("float32")
+    se = SEBlock(ratio=3)
+    y = keras.ops.convert_to_numpy(se(x))
+    w1, b1, w2, b2 = (keras.ops.convert_to_numpy(w) for w in se.weights)
+    assert w1.shape == (6, 2)
+    gate = 1 / (1 + np.exp(-(np.maximum(x.mean(1) @ w1 + b1, 0) @ w2 + b2)))
+    np.testing.assert_allclose(y, x * gate[:, None, :], rtol=1e-5, atol=1e-6)
+
+
+def test_encoder_ports_and_se_off() -> None:
+    x = np.zeros((1, 112, 5), "float32")
+    enc = SEConvEncoder(filters=8, kernel_size=5)
+    out, skip = enc(x)
+    assert tuple(out.shape) == (1, 56, 8) and tuple(skip.shape) == (1, 112, 8)
+    no_se = SEConvEncoder(filters=8, kernel_size=5, se_ratio=None)
+    no_se(x)
+    se_params = 2 * (8 * 4 + 4 + 4 * 8 + 8)
+    assert enc.count_params() - no_se.count_params() == se_params
+    flat = SEConvEncoder(filters=8, kernel_size=5, downsample=False)
+    out, skip = flat(x)
+    assert tuple(out.shape) == (1, 112, 8)
+
+
+def test_decoder_with_and_without_skip() -> None:
+    x, skip = np.ones((2, 14, 16), "float32"), np.ones((2, 28, 4), "float32")
+    assert tuple(TransposeConvDecoder(filters=8, kernel_size=3)([x, skip]).shape) == (2, 28, 8)
+    assert tuple(TransposeConvDecoder(filters=8, kernel_size=3)(x).shape) == (2, 28, 8)
+
+
+def test_position_encoding_modes_match_their_formulas() -> None:
+    x = np.ones((1, 14, 4), "float32")
+    mul = keras.ops.convert_to_numpy(PositionEncoding(mode="multiply_sin")(x))
+    expected = np.sin(np.arange(14) * 111 / 14)
+    np.testing.assert_allclose(mul[0, :, 0], expected, atol=1e-5)
+    assert mul[0, 0, 0] == 0.0
+    add = keras.ops.convert_to_numpy(PositionEncoding(mode="add")(np.zeros((1, 14, 4), "float32")))
+    pos, i = np.arange(14)[:, None], np.arange(4)[None, :]
+    angle = pos / 10000 ** (2 * (i // 2) / 4)
+    np.testing.assert_allclose(add[0], np.where(i % 2 == 0, np.sin(angle), np.cos(angle)), atol=1e-5)
+    with pytest.raises(ValueError, match="mode"):
+        PositionEncoding(mode="concat")
+
+
+def test_transformer_branches_count_blocks() -> None:
+    x = np.zeros((1, 14, 8), "float32")
+    one, crm = TransformerEncoder(2, 4, 8, branches=[1]), TransformerEncoder(2, 4, 8)
+    one(x)
+    crm(x)
+    assert crm.count_params() == 8 * one.count_params()
+    with pytest.raises(ValueError, match="branches"):
+        TransformerEncoder(branches=[1, 0])
+
+
+def test_transformer_parallel_stage_sums_its_branches() -> None:
+    x = np.random.default_rng(1).normal(size=(1, 14, 8)).astype("float32")
+    layer = TransformerEncoder(2, 4, 8, dropout=0.0, branches=[2])
+    y = keras.ops.convert_to_numpy(layer(x))
+    a, b = layer.stages[0]
+    np.testing.assert_allclose(y, keras.ops.convert_to_numpy(a(x) + b(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_mlp_head_checks_dropout_length() -> None:
+    with pytest.raises(ValueError, match=r"^dropout: "):
+        MLPHead(units=[8, 4], dropout=[0.1])
+    assert MLPHead(units=[8, 4], dropout=0.1).get_config()["dropout"] == 0.1
+
+
+def test_canonical_crmnet_has_the_reference_parameter_count() -> None:
+    model = assemble(load_graph(GRAPHS / "crmnet.yaml"))
+    assert parameter_counts(model) == {"total": 34_170_289, "trainable": 34_165_681, "non_trainable": 4_608}
+    assert model.input.shape == (None, 112) and model.output.shape == (None, 1)
+
+
+def test_small_crmnet_is_a_quarter_width_copy(real_tokens: np.ndarray) -> None:
+    model = assemble(load_graph(GRAPHS / "crmnet_small.yaml"))
+    assert parameter_counts(model)["total"] == 962_989
+    assert [layer.name for layer in model.layers[1:]] == [
+        "onehot", "enc1", "enc2", "enc3", "enc4", "pos", "trunk", "dec1", "dec2", "dec3", "convs", "head",
+    ]  # fmt: skip
+    assert model.predict(real_tokens, verbose=0).shape == (12, 1)
+
+
+@pytest.mark.parametrize(
+    ("params", "total"),
+    [({"depth": 2, "filters": 16, "num_heads": 2, "key_dim": 8, "ff_dim": 8}, None), ({"transformer": False}, None)],
+)
+def test_template_variants_build(params: dict, total: int | None) -> None:
+    model = assemble(parse_graph({"template": {"name": "crmnet_unet", "params": params}}, "t.yaml"))
+    names = {layer.name for layer in model.layers}
+    assert ("trunk" in names) == params.get("transformer", True)
+    assert sum(n.startswith("dec") for n in names) == params.get("depth", 3)

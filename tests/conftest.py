@@ -1,0 +1,34 @@
+"""Shared fixtures: real sequences from the shipped data (see data/MANIFEST.md)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
+
+
+def read_rows(name: str, n: int) -> list[dict[str, str]]:
+    """The first ``n`` rows of a shipped TSV file."""
+    with open(DATA / name, newline="") as fh:
+        reader = csv.DictReader(fh, delimiter="\t")
+        return [row for _, row in zip(range(n), reader, strict=False)]
+
+
+@pytest.fixture(scope="session")
+def real_sequences() -> list[str]:
+    """12 measured native and random yeast promoter sequences (Vaishnav et al. 2022 test sets)."""
+    rows = read_rows("vaishnav_native_complex_3929.tsv", 6) + read_rows("vaishnav_random_complex_2954.tsv", 6)
+    return [r["seq"] for r in rows]
+
+
+@pytest.fixture(scope="session")
+def real_tokens(real_sequences: list[str]) -> np.ndarray:
+    """The real sequences as ``(12, 112)`` uint8 tokens."""
+    from runners.data import encode
+
+    return encode(real_sequences)

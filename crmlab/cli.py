@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from registry.errors import CrmlabError
@@ -119,6 +120,32 @@ def _print_nodes(model: Any, spec: Any) -> None:
         print("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a study: stages, test metrics, MLflow run."""
+    from runners.study import default_runs_dir, load_train_study
+    from runners.tracking import Tracker
+    from runners.train import train_run
+
+    loaded = load_train_study(args.study, args.set)
+    tracker = None if args.no_mlflow else Tracker(args.tracking_uri, loaded.study.name)
+    result = train_run(
+        loaded.graph,
+        loaded.study.recipe,
+        loaded.datasets,
+        loaded.tests,
+        Path(args.runs_dir) if args.runs_dir else default_runs_dir(),
+        tracker=tracker,
+        run_name=loaded.study.name,
+        verbose=args.verbose,
+    )
+    print(f"run {result.run_key} ({result.run_dir}); MLflow run {result.mlflow_run_id or '-'}")
+    print(f"{'test set':<34} {'n':>6} {'pearson_r':>10} {'spearman':>10} {'r2':>8} {'mse':>8}")
+    for name, m in result.test_metrics.items():
+        n = len(result.predictions.get(name, []))
+        print(f"{name:<34} {n:>6} {m['pearson_r']:>10.4f} {m['spearman_rho']:>10.4f} {m['r2']:>8.4f} {m['mse']:>8.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crmlab", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -137,6 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resolved", action="store_true", help="print the validated spec with its template expanded")
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("train", help="train a study (kind: train) and evaluate it on its test sets")
+    p.add_argument("study", help="train study YAML (e.g. studies/train_small.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a study key")
+    p.add_argument("--backend", choices=["tensorflow", "jax"], help="Keras backend")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    p.add_argument("--runs-dir", help="run directories (default: CRMLAB_RUNS or ./crmlab-runs)")
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress: 0 none, 1 bar, 2 line")
+    p.set_defaults(func=cmd_train)
     return parser
 
 

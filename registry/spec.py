@@ -139,6 +139,8 @@ def pydantic_issues(exc: ValidationError, file: str, model: Any, prefix: str = "
             msg = f"unknown key '{key}'{did_you_mean(key, _allowed_keys(model, loc[:-1]))}"
         elif err["type"] == "missing":
             msg = "is required"
+        elif err["type"] == "value_error":
+            msg = str(err.get("ctx", {}).get("error", err["msg"]))
         else:
             value = err.get("input")
             got = f"{type(value).__name__} {value!r}" if not isinstance(value, dict | list) else type(value).__name__

@@ -1,0 +1,58 @@
+"""Training batches: seeded per-epoch shuffling and optional reverse-complement augmentation."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import numpy as np
+
+_COMPLEMENT = np.array([0, 4, 3, 2, 1], dtype=np.uint8)  # N A C G T -> N T G C A
+
+
+def reverse_complement(tokens: np.ndarray) -> np.ndarray:
+    """Reverse complement of token rows ``(n, length)``; padding N moves to the 5' end."""
+    return _COMPLEMENT[tokens[:, ::-1]]
+
+
+class Batches(keras.utils.PyDataset):
+    """Shuffled mini-batches of ``(tokens, targets)``.
+
+    The order of epoch ``e`` depends only on ``(seed, e)``, so a resumed run sees the same batches as an
+    uninterrupted one. Set :attr:`epoch` before each epoch (the runner's callback does).
+
+    Args:
+        tokens: ``(n, length)`` uint8 tokens.
+        targets: ``(n,)`` float targets.
+        batch_size: global batch size.
+        seed: shuffling seed.
+        reverse_complement: replace a random half of each batch by its reverse complement.
+    """
+
+    def __init__(
+        self, tokens: np.ndarray, targets: np.ndarray, batch_size: int, seed: int, reverse_complement: bool = False
+    ) -> None:
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.tokens, self.targets = tokens, targets.astype("float32").reshape(-1, 1)
+        self.batch_size, self.seed, self.rc = batch_size, seed, reverse_complement
+        self.epoch = 0
+        self._order_epoch = -1
+        self._order = np.arange(len(tokens))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.tokens) / self.batch_size)
+
+    def _ensure_order(self) -> None:
+        if self._order_epoch != self.epoch:
+            self._order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.tokens))
+            self._order_epoch = self.epoch
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        self._ensure_order()
+        idx = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        x = self.tokens[idx].astype("int32")
+        if self.rc:
+            flip = np.random.default_rng([self.seed, self.epoch, index]).random(len(idx)) < 0.5
+            x[flip] = reverse_complement(self.tokens[idx][flip]).astype("int32")
+        return x, self.targets[idx]

@@ -1,0 +1,193 @@
+"""Training recipes and train studies: typed, validated documents (no Keras import).
+
+A recipe says *how* to train (loss, optimiser, learning-rate schedule, batch, precision, distribution, stages); a
+train study says *what*: the graph spec, the data sets, the test sets and the recipe (inline or a file). Learning
+rates and the batch size are per replica: with ``lr_scaling: linear`` the learning rates are multiplied by the
+number of replicas R and the global batch is ``batch_size * R``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from registry import yamlio
+from registry.errors import Issue, SpecError, SpecErrors, did_you_mean
+from registry.spec import pydantic_issues
+from runners.data import DataSource
+
+MONITORS = ("val_loss", "val_r2", "val_pearson_r", "val_mse")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Loss(_Strict):
+    """Regression loss: ``huber`` (with ``delta``) or ``mse``."""
+
+    name: Literal["huber", "mse"] = "huber"
+    delta: float = 1.0
+
+
+class Schedule(_Strict):
+    """Learning rate per step, from epochs: linear warm-up ``initial -> peak`` over ``warmup_epochs``, then
+
+    ``cosine`` decay to ``final`` by the stage's last epoch (the paper), or ``flat`` at ``peak`` (the reference
+    code, whose "cosine" has equal base and final rates), or ``constant`` at ``peak`` with no warm-up.
+    """
+
+    kind: Literal["cosine", "flat", "constant"] = "cosine"
+    warmup_epochs: int = Field(default=10, ge=0)
+    initial: float = Field(default=1e-4, gt=0)
+    peak: float = Field(default=1e-3, gt=0)
+    final: float = Field(default=1e-4, gt=0)
+
+    def rate(self, epoch: float, epochs: int) -> float:
+        """Learning rate at a fractional ``epoch`` of a stage of ``epochs`` epochs (unscaled)."""
+        if self.kind == "constant":
+            return self.peak
+        if epoch < self.warmup_epochs:
+            return self.initial + (self.peak - self.initial) * epoch / self.warmup_epochs
+        if self.kind == "flat":
+            return self.peak
+        span = max(epochs - self.warmup_epochs, 1)
+        t = min(max((epoch - self.warmup_epochs) / span, 0.0), 1.0)
+        return self.final + 0.5 * (self.peak - self.final) * (1 + math.cos(math.pi * t))
+
+
+class EarlyStopping(_Strict):
+    """Stop a stage when ``monitor`` has not improved for ``patience`` epochs; restore the best weights."""
+
+    monitor: str = "val_r2"
+    patience: int = Field(default=10, ge=1)
+    restore_best: bool = True
+
+    @model_validator(mode="after")
+    def _known_monitor(self) -> EarlyStopping:
+        if self.monitor not in MONITORS:
+            raise ValueError(f"monitor '{self.monitor}' is not logged{did_you_mean(self.monitor, MONITORS)}")
+        return self
+
+    @property
+    def mode(self) -> str:
+        return "min" if self.monitor in ("val_loss", "val_mse") else "max"
+
+
+class Split(_Strict):
+    """How a stage's data is split into training and validation: ``random``, ``group`` (by the source's
+    ``group_column``; never splits a group) or ``files`` (``validation`` names another data set)."""
+
+    method: Literal["random", "group", "files"] = "random"
+    validation_fraction: float = Field(default=0.1, gt=0, lt=1)
+    validation: str | None = None
+
+
+class Stage(_Strict):
+    """One training stage; unset fields inherit from the recipe."""
+
+    name: str
+    data: str
+    split: Split = Split()
+    epochs: int | None = Field(default=None, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)
+    schedule: Schedule | None = None
+    early_stopping: EarlyStopping | None = None
+    standardize: bool = True
+
+
+class Recipe(_Strict):
+    """How to train. See the module docstring for per-replica quantities."""
+
+    seed: int = 0
+    loss: Loss = Loss()
+    optimizer: Literal["adam", "adamw"] = "adam"
+    weight_decay: float = 0.0
+    clipnorm: float | None = None
+    batch_size: int = Field(default=64, ge=1)
+    epochs: int = Field(default=50, ge=1)
+    schedule: Schedule = Schedule()
+    lr_scaling: Literal["linear", "none"] = "linear"
+    early_stopping: EarlyStopping = EarlyStopping()
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    strategy: Literal["auto", "none", "mirrored", "multi_worker", "tpu", "data_parallel"] = "auto"
+    jit_compile: bool | Literal["auto"] = "auto"
+    reverse_complement: bool = False
+    deterministic: bool = False
+    stages: list[Stage] = Field(min_length=1)
+
+    def stage_epochs(self, stage: Stage) -> int:
+        return stage.epochs or self.epochs
+
+    def stage_schedule(self, stage: Stage) -> Schedule:
+        return stage.schedule or self.schedule
+
+    def stage_early_stopping(self, stage: Stage) -> EarlyStopping:
+        return stage.early_stopping or self.early_stopping
+
+
+class TrainStudy(_Strict):
+    """``kind: train``: one model trained by one recipe and evaluated on named test sets."""
+
+    kind: Literal["train"] = "train"
+    name: str
+    description: str = ""
+    graph: str
+    data: dict[str, DataSource]
+    test_sets: dict[str, DataSource] = Field(default_factory=dict)
+    recipe: Recipe
+    source: str = Field(default="", exclude=True)
+
+
+def _check_references(study: TrainStudy, file: str) -> None:
+    issues = []
+    for i, stage in enumerate(study.recipe.stages):
+        if stage.data not in study.data:
+            issues.append(
+                Issue(
+                    file, f"recipe.stages.{i}.data", f"no data set '{stage.data}'{did_you_mean(stage.data, study.data)}"
+                )
+            )
+        elif stage.split.method == "group" and not study.data[stage.data].group_column:
+            issues.append(
+                Issue(file, f"recipe.stages.{i}.split.method", f"'group' needs data.{stage.data}.group_column")
+            )
+        if stage.split.method == "files" and stage.split.validation not in study.data:
+            v = stage.split.validation
+            issues.append(
+                Issue(
+                    file, f"recipe.stages.{i}.split.validation", f"no data set '{v}'{did_you_mean(str(v), study.data)}"
+                )
+            )
+    names = [s.name for s in study.recipe.stages]
+    for i, n in enumerate(names):
+        if names.index(n) != i:
+            issues.append(Issue(file, f"recipe.stages.{i}.name", f"stage name '{n}' is used twice"))
+    if issues:
+        raise SpecErrors(issues)
+
+
+def inline_recipe(doc: dict[str, Any], base_dir: Path, file: str) -> dict[str, Any]:
+    """Replace ``recipe: FILE`` (relative to ``base_dir``) by the file's mapping, so ``--set recipe.x`` reaches it."""
+    if isinstance(doc.get("recipe"), str):
+        recipe = yamlio.load(base_dir / doc["recipe"])
+        if not isinstance(recipe, dict):
+            raise SpecError(file, "recipe", f"{doc['recipe']} must hold a mapping")
+        doc = {**doc, "recipe": recipe}
+    return doc
+
+
+def parse_train_study(doc: Any, file: str, base_dir: Path | None = None) -> TrainStudy:
+    """Validate a train-study document. ``recipe`` may be a mapping or a path (relative to the study file)."""
+    if not isinstance(doc, dict):
+        raise SpecError(file, "", f"a study must be a mapping, got {type(doc).__name__}")
+    doc = inline_recipe(doc, base_dir if base_dir is not None else Path(file).parent, file)
+    try:
+        study = TrainStudy.model_validate({**doc, "source": file})
+    except ValidationError as exc:
+        raise SpecErrors(pydantic_issues(exc, file, TrainStudy)) from None
+    _check_references(study, file)
+    return study

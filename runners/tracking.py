@@ -1,0 +1,113 @@
+"""MLflow logging through ``MlflowClient`` (no global active-run state, safe across processes).
+
+The default store is local and embedded: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///mlflow.db`` in the
+working directory with artifacts under ``./mlartifacts``; no server to start. ``--tracking-uri`` points elsewhere
+(e.g. ``http://127.0.0.1:5000`` for a ``mlflow server``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from registry.errors import CrmlabError
+
+PARAM_VALUE_LIMIT = 6000
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def flatten(doc: Any, prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": [1, 2]}}`` -> ``{"a.b.0": "1", "a.b.1": "2"}`` (MLflow params are flat strings)."""
+    out: dict[str, str] = {}
+    if isinstance(doc, Mapping):
+        for k, v in doc.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(doc, list | tuple) and doc and any(isinstance(v, Mapping | list) for v in doc):
+        for i, v in enumerate(doc):
+            out.update(flatten(v, f"{prefix}.{i}"))
+    else:
+        out[prefix] = str(list(doc) if isinstance(doc, tuple) else doc)[:PARAM_VALUE_LIMIT]
+    return out
+
+
+def git_commit(path: Path) -> str | None:
+    try:
+        proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+class Tracker:
+    """One MLflow run: created (or resumed by id), logged to, ended.
+
+    Args:
+        tracking_uri: MLflow tracking URI (default: :func:`default_tracking_uri`).
+        experiment: experiment name (created if missing).
+    """
+
+    def __init__(self, tracking_uri: str | None, experiment: str) -> None:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.uri = tracking_uri or default_tracking_uri()
+        self._mlflow = mlflow
+        try:
+            self.client = MlflowClient(tracking_uri=self.uri)
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                artifacts = None
+                if self.uri.startswith("sqlite:///"):
+                    artifacts = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifacts)
+            else:
+                self.experiment_id = found.experiment_id
+        except Exception as exc:  # connection refused, bad URI, ...: a user-fixable input
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CrmlabError(f"--tracking-uri: cannot use MLflow tracking store {self.uri}: {first}") from None
+        self.run_id: str | None = None
+
+    def start(self, run_name: str, tags: Mapping[str, str], run_id: str | None = None) -> str:
+        """Create a run, or reopen ``run_id`` (a resumed training finishes its own run)."""
+        if run_id is not None:
+            self.client.update_run(run_id, status="RUNNING")
+            self.run_id = run_id
+        else:
+            self.run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
+        return self.run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(self.run_id).data.params
+        items = [Param(k, str(v)) for k, v in params.items() if k not in existing]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None and math.isfinite(v)]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 500])
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
+
+    def log_artifact(self, path: Path, subdir: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), subdir)
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self.run_id is not None:
+            self.client.set_terminated(self.run_id, status=status)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import keras
 from keras import ops
 
 from blocks.base import Block, apply, block
+from registry.types import PositiveInt, Rate, Widths
 
 
 @block()
@@ -23,10 +23,8 @@ class SEBlock(Block):
 
     crmlab_example = {"params": {"ratio": 2}, "inputs": [[112, 8]]}
 
-    def __init__(self, ratio: int = 2, **kwargs: Any) -> None:
+    def __init__(self, ratio: PositiveInt = 2, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if ratio < 1:
-            raise ValueError(f"ratio: must be >= 1, got {ratio}")
         self.ratio = ratio
 
     def create(self, input_shape: Any) -> None:
@@ -78,11 +76,11 @@ class SEConvEncoder(Block):
 
     def __init__(
         self,
-        filters: int,
-        kernel_size: int = 11,
-        se_ratio: int | None = 2,
+        filters: PositiveInt,
+        kernel_size: PositiveInt = 11,
+        se_ratio: PositiveInt | None = 2,
         batch_norm: bool = True,
-        dropout: float = 0.1,
+        dropout: Rate = 0.1,
         downsample: bool = True,
         activation: str = "relu",
         **kwargs: Any,
@@ -149,9 +147,9 @@ class TransposeConvDecoder(Block):
 
     def __init__(
         self,
-        filters: int,
-        kernel_size: int = 11,
-        se_ratio: int | None = 2,
+        filters: PositiveInt,
+        kernel_size: PositiveInt = 11,
+        se_ratio: PositiveInt | None = 2,
         batch_norm: bool = True,
         activation: str = "relu",
         **kwargs: Any,
@@ -205,16 +203,14 @@ class SEConvStack(Block):
 
     def __init__(
         self,
-        filters: Sequence[int] = (128, 64, 32),
-        kernel_size: int = 11,
-        se_ratio: int | None = 2,
+        filters: Widths = (128, 64, 32),
+        kernel_size: PositiveInt = 11,
+        se_ratio: PositiveInt | None = 2,
         batch_norm: bool = False,
         activation: str = "relu",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not filters:
-            raise ValueError("filters: needs at least one stage")
         self.filters, self.kernel_size, self.se_ratio = list(filters), kernel_size, se_ratio
         self.batch_norm, self.activation = batch_norm, activation
         self.stages = [

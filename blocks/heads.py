@@ -8,6 +8,7 @@ from typing import Any
 import keras
 
 from blocks.base import Block, apply, block
+from registry.types import PositiveInt, Rate, Widths
 
 
 @block()
@@ -28,10 +29,10 @@ class MLPHead(Block):
 
     def __init__(
         self,
-        units: Sequence[int] = (256, 128, 64, 32),
-        dropout: float | Sequence[float] = (0.2, 0.2, 0.1, 0.1),
+        units: Widths = (256, 128, 64, 32),
+        dropout: Rate | Sequence[Rate] = (0.2, 0.2, 0.1, 0.1),
         negative_slope: float = 0.1,
-        output_units: int = 1,
+        output_units: PositiveInt = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from annotated_types import Ge
 from keras import ops
 
 from blocks.base import Block, block
@@ -27,11 +28,13 @@ class OneHotInput(Block):
 
     crmlab_example = {"params": {}, "inputs": [[112]]}
 
-    def __init__(self, num_tokens: int = 5, **kwargs: Any) -> None:
+    def __init__(self, num_tokens: Annotated[int, Ge(2)] = 5, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.num_tokens = num_tokens
 
     def build(self, input_shape: Any) -> None:
+        if len(input_shape) != 2:
+            raise ValueError(f"expects integer tokens of shape (batch, length), got shape {tuple(input_shape)}")
         self.built = True
 
     def call(self, tokens: Any) -> Any:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import keras
 
 from blocks.base import Block, block
+from registry.types import PositiveInt, Rate, Widths
 
 
 class _EncoderBlock(keras.layers.Layer):
@@ -60,17 +60,15 @@ class TransformerEncoder(Block):
 
     def __init__(
         self,
-        num_heads: int = 12,
-        key_dim: int = 256,
-        ff_dim: int = 128,
-        dropout: float = 0.1,
-        branches: Sequence[int] = (1, 2, 2, 2, 1),
+        num_heads: PositiveInt = 12,
+        key_dim: PositiveInt = 256,
+        ff_dim: PositiveInt = 128,
+        dropout: Rate = 0.1,
+        branches: Widths = (1, 2, 2, 2, 1),
         epsilon: float = 1e-6,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not branches or any(b < 1 for b in branches):
-            raise ValueError(f"branches: needs at least one stage, each of >= 1 block, got {list(branches)}")
         self.num_heads, self.key_dim, self.ff_dim, self.dropout = num_heads, key_dim, ff_dim, dropout
         self.branches, self.epsilon = list(branches), epsilon
 

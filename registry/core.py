@@ -111,7 +111,7 @@ def signature_params(factory: Callable[..., Any]) -> dict[str, Param]:
     """The keyword parameters of ``factory`` (a class's ``__init__`` or a function), with resolved type hints."""
     target = factory.__init__ if inspect.isclass(factory) else factory
     try:
-        hints = typing.get_type_hints(target)
+        hints = typing.get_type_hints(target, include_extras=True)
     except Exception:
         hints = {}
     params: dict[str, Param] = {}

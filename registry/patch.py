@@ -2,7 +2,7 @@
 
 Paths are dot-separated mapping keys; an integer component indexes a list. Setting a path whose parent does not
 exist, or a key the parent mapping lacks, is a one-line error naming the path and the closest existing key; pass
-``create=True`` to add a new key to an existing mapping.
+``create=True`` to add missing mapping keys (a schema check afterwards catches misspelt ones).
 """
 
 from __future__ import annotations
@@ -39,7 +39,11 @@ def set_path(doc: Any, dotted: str, value: Any, file: str = "", where: str | Non
     """A deep copy of ``doc`` with ``dotted`` set to ``value`` (the original is not modified)."""
     out = copy.deepcopy(doc)
     *parents, last = dotted.split(".")
-    parent = get_path(out, ".".join(parents), file, where or dotted) if parents else out
+    parent = out
+    for i, part in enumerate(parents):
+        if create and isinstance(parent, dict) and part not in parent:
+            parent[part] = {}
+        parent = _step(parent, part, ".".join(parents[:i]), where or dotted, file)
     if isinstance(parent, dict):
         if last not in parent and not create:
             prefix = ".".join(parents) or "<top>"

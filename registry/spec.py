@@ -131,10 +131,22 @@ def pydantic_issues(exc: ValidationError, file: str, model: Any, prefix: str = "
     issues = []
     for err in exc.errors():
         loc = tuple(err["loc"])
+        is_key = bool(loc) and loc[-1] == "[key]"
+        if is_key:
+            loc = loc[:-1]
         path = ".".join(str(p) for p in loc)
         if prefix:
             path = f"{prefix}.{path}" if path else prefix
-        if err["type"] == "extra_forbidden":
+        if is_key:
+            value = err.get("input")
+            msg = (
+                f"names must be strings; YAML read this one as {type(value).__name__} {value!r} "
+                "(quote it, e.g. 'no' or '1')"
+            )
+        elif err["type"] in ("model_type", "dict_type"):
+            value = err.get("input")
+            msg = f"must be a mapping, got {type(value).__name__} {value!r}"
+        elif err["type"] == "extra_forbidden":
             key = str(loc[-1])
             msg = f"unknown key '{key}'{did_you_mean(key, _allowed_keys(model, loc[:-1]))}"
         elif err["type"] == "missing":
@@ -155,6 +167,8 @@ def parse_graph(data: Any, file: str = "") -> GraphSpec:
     Raises:
         SpecErrors: one issue per problem, each with its dotted key path.
     """
+    if data is None:
+        raise SpecError(file, "", "the file is empty; a graph spec needs 'inputs', 'nodes' and 'outputs'")
     if not isinstance(data, dict):
         raise SpecError(file, "", f"a graph spec must be a mapping, got {type(data).__name__}")
     try:

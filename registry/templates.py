@@ -9,27 +9,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from registry.types import PositiveInt, Rate, Widths
+
 
 def crmnet_unet(
-    length: int = 112,
-    depth: int = 3,
-    filters: int = 128,
-    encoder_filters: Sequence[int] | None = None,
-    decoder_filters: int | None = None,
-    kernel_size: int = 11,
-    se_ratio: int | None = 2,
-    dropout: float = 0.1,
+    length: PositiveInt = 112,
+    depth: PositiveInt = 3,
+    filters: PositiveInt = 128,
+    encoder_filters: Widths | None = None,
+    decoder_filters: PositiveInt | None = None,
+    kernel_size: PositiveInt = 11,
+    se_ratio: PositiveInt | None = 2,
+    dropout: Rate = 0.1,
     skips: bool = True,
     transformer: bool = True,
     position_mode: Literal["add", "multiply_sin"] = "multiply_sin",
-    num_heads: int = 12,
-    key_dim: int = 256,
-    ff_dim: int = 128,
-    transformer_dropout: float = 0.1,
-    branches: Sequence[int] = (1, 2, 2, 2, 1),
-    stack_filters: Sequence[int] = (128, 64, 32),
-    head_units: Sequence[int] = (256, 128, 64, 32),
-    head_dropout: float | Sequence[float] = (0.2, 0.2, 0.1, 0.1),
+    num_heads: PositiveInt = 12,
+    key_dim: PositiveInt = 256,
+    ff_dim: PositiveInt = 128,
+    transformer_dropout: Rate = 0.1,
+    branches: Widths = (1, 2, 2, 2, 1),
+    stack_filters: Widths = (128, 64, 32),
+    head_units: Widths = (256, 128, 64, 32),
+    head_dropout: Rate | Sequence[Rate] = (0.2, 0.2, 0.1, 0.1),
 ) -> dict[str, Any]:
     """CRMnet's U-Net family; the defaults give canonical CRMnet (``studies/graphs/crmnet.yaml``) node for node.
 
@@ -54,8 +56,6 @@ def crmnet_unet(
     Returns:
         A graph-spec document with explicit ``inputs``, ``nodes`` and ``outputs``.
     """
-    if depth < 1:
-        raise ValueError(f"depth: must be >= 1, got {depth}")
     if length % (2**depth):
         raise ValueError(f"depth: length {length} is not divisible by 2**{depth} = {2**depth}; use a smaller depth")
     levels = depth + 1

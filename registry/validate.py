@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
@@ -29,8 +30,13 @@ def type_name(annotation: Any) -> str:
     """A short readable name for a type hint: ``int``, ``list[int]``, ``int | None``, ``'add' | 'multiply_sin'``."""
     if annotation is Any:
         return "any"
+    if hasattr(annotation, "__metadata__"):
+        bounds = [_bound(m) for m in annotation.__metadata__]
+        return " ".join([type_name(annotation.__origin__), *[b for b in bounds if b]])
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if origin in (Sequence, list) and args:
+        return f"list[{type_name(args[0])}]"
     if origin is typing.Literal:
         return " | ".join(repr(a) for a in args)
     if origin in (typing.Union, types.UnionType):
@@ -38,6 +44,16 @@ def type_name(annotation: Any) -> str:
     if origin is not None:
         return f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_name(a) for a in args)}]"
     return getattr(annotation, "__name__", str(annotation))
+
+
+def _bound(meta: Any) -> str:
+    """``Ge(1)`` -> ``'>= 1'``; ``MinLen(1)`` -> ``'(non-empty)'``."""
+    for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+        if hasattr(meta, attr):
+            return f"{sign} {getattr(meta, attr)}"
+    if hasattr(meta, "min_length"):
+        return "(non-empty)" if meta.min_length == 1 else f"(at least {meta.min_length} items)"
+    return ""
 
 
 def check_value(param: Param, value: Any) -> str | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from registry import yamlio
+from registry.errors import Issue, SpecErrors
 from registry.patch import parse_assignment, set_path
 from registry.spec import GraphSpec, load_graph
 from registry.validate import resolve_graph
@@ -24,8 +25,15 @@ def apply_overrides(doc: Any, assignments: Sequence[str], file: str) -> Any:
     """Apply ``--set KEY=VALUE`` assignments to a study document (errors name the flag and the key)."""
     for text in assignments:
         key, value = parse_assignment(text)
-        doc = set_path(doc, key, value, file="--set", where=key)
+        doc = set_path(doc, key, value, file="--set", where=key, create=True)
     return doc
+
+
+def _blame_flag(issue: Issue, keys: Sequence[str]) -> Issue:
+    """An issue at (or under) a key set by ``--set`` is reported against the flag, not the file."""
+    if any(issue.path == k or issue.path.startswith(f"{k}.") or k.startswith(f"{issue.path}.") for k in keys):
+        return Issue("--set", issue.path, issue.message)
+    return issue
 
 
 @dataclass
@@ -45,7 +53,11 @@ def load_train_study(path: str | Path, overrides: Sequence[str] = ()) -> LoadedS
     if isinstance(doc, dict):
         doc = inline_recipe(doc, path.parent, str(path))
     doc = apply_overrides(doc, overrides, str(path))
-    study = parse_train_study(doc, str(path))
+    keys = [parse_assignment(o)[0] for o in overrides]
+    try:
+        study = parse_train_study(doc, str(path))
+    except SpecErrors as exc:
+        raise SpecErrors(_blame_flag(i, keys) for i in exc.issues) from None
     base = path.parent
     graph = resolve_graph(load_graph(base / study.graph))
     length = graph.inputs[next(iter(graph.inputs))].shape[0]

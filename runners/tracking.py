@@ -91,13 +91,16 @@ class Tracker:
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int | None = None, timestamp: float | None = None
+    ) -> None:
+        """Log metrics at ``step``; a fixed ``timestamp`` (seconds) makes re-logging the same point idempotent."""
         import time
 
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None and math.isfinite(v)]
+        ms = int((timestamp if timestamp is not None else time.time()) * 1000)
+        items = [Metric(k, float(v), ms, step or 0) for k, v in metrics.items() if v is not None and math.isfinite(v)]
         for i in range(0, len(items), 500):
             self.client.log_batch(self.run_id, metrics=items[i : i + 500])
 

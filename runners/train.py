@@ -120,6 +120,7 @@ class _State:
             "mlflow_run_id": None,
             "finished": False,
             "step_seconds": [],
+            "logged": 0,
         }
         if self.path.exists():
             self.data.update(json.loads(self.path.read_text()))
@@ -200,15 +201,12 @@ class _EpochControl(keras.callbacks.Callback):
             self.state["wait"] += 1
             if self.state["wait"] >= self.es.patience:
                 self.model.stop_training = True
-        record = {"stage": self.stage.name, "epoch": epoch + 1, "seconds": seconds, **logs}
+        record = {"stage": self.stage.name, "epoch": epoch + 1, "seconds": seconds, "time": time.time(), **logs}
         self.state["history"].append(record)
         self.state["step_seconds"].append(seconds / max(len(self.batches), 1))
         self.state["epoch"] = epoch + 1
         self.state.checkpoint(self.model, self.model.optimizer, improved)
-        if self.tracker is not None:
-            step = len(self.state["history"])
-            self.tracker.log_metrics({f"{self.stage.name}.{k}": v for k, v in logs.items()}, step=step)
-            self.tracker.log_metrics({k: v for k, v in logs.items()}, step=step)
+        log_pending(self.state, self.tracker)
         if self.hook is not None:
             self.hook(self.stage.name, epoch + 1, logs)
 
@@ -231,6 +229,28 @@ def stage_keys(graph: GraphSpec, recipe: Recipe, datasets: dict[str, data_mod.Da
         key = digest(key, config)
         keys.append(key)
     return keys
+
+
+_METRIC_KEYS = ("loss", "val_loss", "r2", "val_r2", "pearson_r", "val_pearson_r", "mse", "val_mse")
+
+
+def log_pending(state: _State, tracker: Tracker | None) -> None:
+    """Send committed epochs not yet in MLflow (after a kill, the resumed run catches up first).
+
+    Each point carries its epoch's own timestamp, so a point sent twice (a kill between sending and committing
+    ``logged``) is the identical metric, which the tracking store keeps once.
+    """
+    if tracker is None:
+        return
+    history = state["history"]
+    for step in range(state.data.get("logged", 0), len(history)):
+        record = history[step]
+        metrics = {k: record[k] for k in _METRIC_KEYS if k in record}
+        scoped = {f"{record['stage']}.{k}": v for k, v in metrics.items()}
+        tracker.log_metrics({**scoped, **metrics}, step=step + 1, timestamp=record.get("time"))
+    if state.data.get("logged", 0) != len(history):
+        state["logged"] = len(history)
+        state.commit()
 
 
 def _split(ds: data_mod.Dataset, stage: Stage, datasets: dict[str, data_mod.Dataset], seed: int) -> tuple[Any, Any]:
@@ -341,6 +361,7 @@ def train_run(
         state.commit()
         tracker.log_params(flatten({"graph": graph.to_dict(), "recipe": recipe.model_dump(mode="json")}))
         tracker.log_params({"parameters.total": counts["total"], "parameters.trainable": counts["trainable"]})
+        log_pending(state, tracker)
     try:
         result = _train_stages(graph, recipe, datasets, tests, model, dist, state, tracker, epoch_hook, verbose)
     except BaseException as exc:

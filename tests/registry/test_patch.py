@@ -15,6 +15,7 @@ def test_set_returns_a_modified_copy() -> None:
     assert out["recipe"]["stages"][0]["epochs"] == 7 and DOC["recipe"]["stages"][0]["epochs"] == 2
     assert get_path(out, "recipe.stages.-1.name") == "pre"
     assert set_path(DOC, "recipe.new", 1, create=True)["recipe"]["new"] == 1
+    assert set_path(DOC, "recipe.schedule.peak", 2, create=True)["recipe"]["schedule"] == {"peak": 2}
 
 
 @pytest.mark.parametrize(

@@ -142,7 +142,7 @@ def test_template_depth_changes_levels(fake_templates: Registry) -> None:
     [
         ({"depht": 2}, "t.yaml: template.params.depht: template crmnet_unet takes no 'depht' (did you mean 'depth'?)"),
         ({"depth": 5}, "t.yaml: template.params.depth: length 112 is not divisible by 2**5 = 32; use a smaller depth"),
-        ({"depth": "3"}, "t.yaml: template.params.depth: template crmnet_unet expects int, got str '3'"),
+        ({"depth": "3"}, "t.yaml: template.params.depth: template crmnet_unet expects int >= 1, got str '3'"),
         ({"encoder_filters": [8, 8]}, "t.yaml: template.params.encoder_filters: needs depth + 1 = 4 widths, got 2"),
     ],
 )

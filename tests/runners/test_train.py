@@ -1,0 +1,122 @@
+"""The training runner on real (tiny) data: stages, resume after SIGKILL, reuse, early stopping, NaN failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from runners.recipe import EarlyStopping, Recipe, Stage
+from runners.study import load_train_study
+from runners.train import TrainingFailed, _EpochControl, _State, train_run
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "tests" / "fixtures" / "studies" / "tiny_train.yaml"
+
+
+def _run(tmp_path: Path, overrides: list[str] = ()):  # type: ignore[no-untyped-def]
+    loaded = load_train_study(TINY, list(overrides))
+    return train_run(loaded.graph, loaded.study.recipe, loaded.datasets, loaded.tests, tmp_path, verbose=0)
+
+
+def test_two_stage_run_evaluates_every_test_set_and_skips_when_finished(tmp_path: Path) -> None:
+    result = _run(tmp_path)
+    assert [(h["stage"], h["epoch"]) for h in result.history] == [
+        ("pretrain", 1), ("pretrain", 2), ("finetune", 1), ("finetune", 2),
+    ]  # fmt: skip
+    assert set(result.test_metrics) == {"native", "native_github"}
+    for m in result.test_metrics.values():
+        assert set(m) == {"pearson_r", "spearman_rho", "r2", "mse"} and all(np.isfinite(list(m.values())))
+    assert result.predictions["native_github"].shape == (189,)
+    model = keras.models.load_model(result.model_path)
+    tokens = load_train_study(TINY).tests["native"].tokens.astype("int32")
+    np.testing.assert_allclose(model.predict(tokens, verbose=0).ravel(), result.predictions["native"], rtol=1e-5)
+    again = _run(tmp_path)
+    assert again.run_key == result.run_key and again.test_metrics == result.test_metrics
+
+
+def test_a_shared_pretraining_stage_is_trained_once(tmp_path: Path) -> None:
+    first = _run(tmp_path)
+    second = _run(tmp_path, ["recipe.stages.1.epochs=1"])
+    assert second.run_key != first.run_key
+    reused = [h for h in second.history if h.get("reused")]
+    assert [h["epoch"] for h in reused] == [1, 2] and all(h["stage"] == "pretrain" for h in reused)
+    assert [h["val_r2"] for h in reused] == [h["val_r2"] for h in first.history[:2]]
+
+
+def test_diverging_loss_fails_the_run_with_a_reason(tmp_path: Path) -> None:
+    with pytest.raises(TrainingFailed, match=r"pretrain: (loss|val_loss) is (nan|inf|-inf) at epoch \d"):
+        _run(tmp_path, ["recipe.schedule={kind: constant, peak: 1.0e+12}", "recipe.loss.name=mse"])
+
+
+def test_early_stopping_triggers_and_survives_a_restart(tmp_path: Path) -> None:
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    recipe = Recipe(early_stopping=EarlyStopping(monitor="val_r2", patience=2), stages=[Stage(name="s", data="d")])
+
+    class _Batches:
+        epoch = 0
+
+        def __len__(self) -> int:
+            return 1
+
+    def control(state: _State) -> _EpochControl:
+        c = _EpochControl(recipe.stages[0], recipe, _Batches(), state, None, None)
+        c.set_model(model)
+        return c
+
+    state = _State(tmp_path)
+    c = control(state)
+    for epoch, r2 in enumerate([0.5, 0.6, 0.55]):
+        model.stop_training = False
+        c.on_epoch_begin(epoch)
+        c.on_epoch_end(epoch, {"loss": 1.0, "val_loss": 1.0, "val_r2": r2})
+    assert not model.stop_training and state["wait"] == 1 and state["best"] == 0.6
+    restarted = control(_State(tmp_path))
+    restarted.on_epoch_begin(3)
+    restarted.on_epoch_end(3, {"loss": 1.0, "val_loss": 1.0, "val_r2": 0.58})
+    assert model.stop_training, "patience 2 reached across the restart"
+    assert json.loads((tmp_path / "state.json").read_text())["epoch"] == 4
+
+
+def test_sigkill_then_same_command_resumes_and_finishes_the_same_mlflow_run(tmp_path: Path) -> None:
+    runs, db = tmp_path / "runs", tmp_path / "mlflow.db"
+    cmd = [
+        sys.executable, "-m", "crmlab.cli", "train", str(TINY), "--runs-dir", str(runs),
+        "--tracking-uri", f"sqlite:///{db}", "--verbose", "0", "--set", "recipe.stages.0.epochs=6",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:
+        states = list(runs.glob("*/state.json"))
+        if states:
+            state = json.loads(states[0].read_text())
+            if state["stage"] == 0 and state["epoch"] >= 2:
+                os.kill(proc.pid, signal.SIGKILL)
+                killed_at = state["epoch"]
+                break
+        time.sleep(0.2)
+    proc.wait(timeout=60)
+    assert killed_at is not None, "training never reached epoch 2 of stage 0"
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(next(runs.glob("*/result.json")).read_text())
+    epochs = [(h["stage"], h["epoch"]) for h in result["history"]]
+    assert epochs == [("pretrain", e) for e in range(1, 7)] + [("finetune", 1), ("finetune", 2)]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{db}")
+    runs_found = client.search_runs([client.get_experiment_by_name("tiny_train").experiment_id])
+    assert len(runs_found) == 1 and runs_found[0].info.run_id == result["mlflow_run_id"]
+    assert runs_found[0].info.status == "FINISHED"
+    history = client.get_metric_history(result["mlflow_run_id"], "pretrain.val_r2")
+    assert sorted(m.step for m in history) == list(range(1, 7)), "each epoch logged once, none lost"

@@ -20,7 +20,9 @@ class Batches(keras.utils.PyDataset):
     """Shuffled mini-batches of ``(tokens, targets)``.
 
     The order of epoch ``e`` depends only on ``(seed, e)``, so a resumed run sees the same batches as an
-    uninterrupted one. Set :attr:`epoch` before each epoch (the runner's callback does).
+    uninterrupted one. Set :attr:`epoch` before each epoch (the runner's callback does). Every batch is full: the
+    last one is completed with the first examples of the epoch's order, so a batch always splits evenly across
+    replicas (JAX data-parallel requires it) and no example is seen less than once per epoch.
 
     Args:
         tokens: ``(n, length)`` uint8 tokens.
@@ -51,6 +53,8 @@ class Batches(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         self._ensure_order()
         idx = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        if len(idx) < self.batch_size and len(self._order) >= self.batch_size:
+            idx = np.concatenate([idx, self._order[: self.batch_size - len(idx)]])
         x = self.tokens[idx].astype("int32")
         if self.rc:
             flip = np.random.default_rng([self.seed, self.epoch, index]).random(len(idx)) < 0.5

@@ -7,10 +7,11 @@ working directory with artifacts under ``./mlartifacts``; no server to start. ``
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,20 @@ def git_commit(path: Path) -> str | None:
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
+@contextlib.contextmanager
+def _quick_failure() -> Iterator[None]:
+    """For the first request to a store: few retries and a short timeout, so a wrong URI fails in seconds
+    (MLflow's defaults retry for minutes). Values the user set in the environment are kept."""
+    defaults = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+    added = {k: v for k, v in defaults.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
 class Tracker:
     """One MLflow run: created (or resumed by id), logged to, ended.
 
@@ -61,7 +76,8 @@ class Tracker:
         self._mlflow = mlflow
         try:
             self.client = MlflowClient(tracking_uri=self.uri)
-            found = self.client.get_experiment_by_name(experiment)
+            with _quick_failure():
+                found = self.client.get_experiment_by_name(experiment)
             if found is None:
                 artifacts = None
                 if self.uri.startswith("sqlite:///"):

@@ -412,7 +412,9 @@ def _train_stages(
         state["norm"][stage.name] = [mean, std]
         batch = (stage.batch_size or recipe.batch_size) * dist.replicas
         batches = Batches(train.tokens, (train.values - mean) / std, batch, recipe.seed, recipe.reverse_complement)
-        val_xy = (val.tokens.astype("int32"), ((val.values - mean) / std).astype("float32").reshape(-1, 1))
+        keep = len(val) - len(val) % dist.replicas  # every validation batch must split evenly across replicas
+        val_y = ((val.values[:keep] - mean) / std).astype("float32").reshape(-1, 1)
+        val_xy = (val.tokens[:keep].astype("int32"), val_y)
         with dist.scope():
             optimizer = _compile(model, recipe, stage, len(batches), dist)
         opt_file = state.file("optimizer.npz")
@@ -427,8 +429,9 @@ def _train_stages(
             model.fit(
                 batches,
                 validation_data=val_xy,
-                validation_batch_size=max(batch, 256),
+                validation_batch_size=max(batch, 256 * dist.replicas),
                 epochs=epochs,
+                shuffle=False,  # Batches fixes a seeded per-epoch order; Keras must not reorder it
                 initial_epoch=state["epoch"],
                 callbacks=[control],
                 verbose=verbose,
@@ -445,7 +448,7 @@ def _train_stages(
     exported = keras.Model(model.inputs, keras.layers.Rescaling(std, mean, name="target_scale")(model.outputs[0]))
     metrics, predictions = {}, {}
     for name, ds in tests.items():
-        pred = exported.predict(ds.tokens.astype("int32"), batch_size=1024, verbose=0).reshape(-1)
+        pred = predict(exported, ds.tokens, dist.replicas)
         predictions[name] = pred
         metrics[name] = regression_metrics(ds.values, pred)
     steps = state["step_seconds"][1:] or state["step_seconds"]
@@ -457,6 +460,17 @@ def _train_stages(
         json.dumps({"seconds_per_step": float(np.median(steps)) if steps else None})
     )
     return result
+
+
+def predict(model: keras.Model, tokens: np.ndarray, replicas: int = 1, batch_size: int = 1024) -> np.ndarray:
+    """Predictions ``(n,)`` for ``tokens`` ``(n, length)``; pads to a multiple of ``replicas`` (JAX data-parallel
+    batches must split evenly across devices) and trims the padding off again."""
+    x = tokens.astype("int32")
+    pad = (-len(x)) % replicas
+    if pad:
+        x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+    size = max(batch_size // replicas, 1) * replicas
+    return model.predict(x, batch_size=size, verbose=0).reshape(-1)[: len(tokens)]
 
 
 def _store_stage(target: Path, model: keras.Model, state: _State, name: str) -> None:

@@ -47,7 +47,8 @@ class SpecError(SpecErrors):
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return `` (did you mean 'x'?)`` for the closest of ``choices``, or a list of them if none is close."""
     options = sorted(set(choices))
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    same_case = [o for o in options if o.lower() == word.lower()]
+    close = same_case or difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     if close:
         return f" (did you mean '{close[0]}'?)"
     if not options:

@@ -31,8 +31,7 @@ def type_name(annotation: Any) -> str:
     if annotation is Any:
         return "any"
     if hasattr(annotation, "__metadata__"):
-        bounds = [_bound(m) for m in annotation.__metadata__]
-        return " ".join([type_name(annotation.__origin__), *[b for b in bounds if b]])
+        return _constrained_name(type_name(annotation.__origin__), annotation.__metadata__)
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (Sequence, list) and args:
@@ -46,14 +45,20 @@ def type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def _bound(meta: Any) -> str:
-    """``Ge(1)`` -> ``'>= 1'``; ``MinLen(1)`` -> ``'(non-empty)'``."""
-    for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
-        if hasattr(meta, attr):
-            return f"{sign} {getattr(meta, attr)}"
-    if hasattr(meta, "min_length"):
-        return "(non-empty)" if meta.min_length == 1 else f"(at least {meta.min_length} items)"
-    return ""
+def _constrained_name(base: str, metadata: Sequence[Any]) -> str:
+    """``int`` + ``Ge(1)`` -> ``int >= 1``; ``float`` + ``Ge(0), Lt(1)`` -> ``float in [0, 1)``."""
+    low = next(((getattr(m, a), b) for m in metadata for a, b in (("ge", "["), ("gt", "(")) if hasattr(m, a)), None)
+    high = next(((getattr(m, a), b) for m in metadata for a, b in (("le", "]"), ("lt", ")")) if hasattr(m, a)), None)
+    if low and high:
+        base = f"{base} in {low[1]}{low[0]}, {high[0]}{high[1]}"
+    elif low:
+        base = f"{base} {'>=' if low[1] == '[' else '>'} {low[0]}"
+    elif high:
+        base = f"{base} {'<=' if high[1] == ']' else '<'} {high[0]}"
+    for m in metadata:
+        if getattr(m, "min_length", 0):
+            base += " (non-empty)" if m.min_length == 1 else f" (at least {m.min_length} items)"
+    return base
 
 
 def check_value(param: Param, value: Any) -> str | None:

@@ -146,6 +146,43 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    """Run an ablation study (variants x seeds), then print and write the comparison."""
+    from search.ablation import load_ablation, run_ablation
+    from search.report import table_text
+
+    ablation = load_ablation(args.study, args.set)
+    runs_dir = Path(args.runs_dir) if args.runs_dir else _default_runs()
+    names = ", ".join(f"{v.name} ({v.parameters:,} params)" for v in ablation.variants)
+    print(f"{ablation.doc.name}: {len(ablation.variants)} variants x {len(ablation.doc.seeds)} seeds: {names}")
+    _, rows, report = run_ablation(ablation, runs_dir, args.tracking_uri, jobs=args.jobs, mlflow=not args.no_mlflow)
+    print(table_text(rows))
+    print(f"report: {report}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Compare the finished runs of an ablation study against canonical (trains nothing)."""
+    from search.ablation import collect, load_ablation
+    from search.report import compare, table_text, write_all
+
+    ablation = load_ablation(args.study, args.set, assemble=False)
+    runs_dir = Path(args.runs_dir) if args.runs_dir else _default_runs()
+    results, missing = collect(ablation, runs_dir)
+    if missing:
+        raise CrmlabError(f"{args.study}: {len(missing)} run(s) not finished: {', '.join(missing)}; run crmlab ablate")
+    rows = compare(ablation, results)
+    print(table_text(rows))
+    print(f"report: {write_all(ablation, rows, results, runs_dir)[0]}")
+    return 0
+
+
+def _default_runs() -> Path:
+    from runners.study import default_runs_dir
+
+    return default_runs_dir()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crmlab", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -174,6 +211,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", help="run directories (default: CRMLAB_RUNS or ./crmlab-runs)")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress: 0 none, 1 bar, 2 line")
     p.set_defaults(func=cmd_train)
+
+    for name, func, text in (
+        ("ablate", cmd_ablate, "run an ablation study (kind: ablation) and compare it against canonical"),
+        ("compare", cmd_compare, "compare an ablation study's finished runs against canonical (trains nothing)"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("study", help="ablation study YAML (e.g. studies/quickstart.yaml)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a study key")
+        p.add_argument("--backend", choices=["tensorflow", "jax"], help="Keras backend")
+        p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
+        p.add_argument("--runs-dir", help="run directories (default: CRMLAB_RUNS or ./crmlab-runs)")
+        if name == "ablate":
+            p.add_argument("--jobs", type=int, default=1, help="train runs in N parallel processes")
+            p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+        p.set_defaults(func=func)
     return parser
 
 

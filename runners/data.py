@@ -161,7 +161,8 @@ class DataSource(pydantic.BaseModel):
             ``.fa``/``.fasta``/``.fna``/``.fas``), a ``.gz`` is read transparently (``x.tsv.gz`` is tsv).
         sequence_column: the column of DNA sequences (tables).
         value_column: the column of measured values (tables, and the FASTA ``values_file``).
-        where: keep only the rows whose column equals the value, e.g. ``{in_github_subset: 1}`` (all must hold).
+        where: keep only the rows whose column equals the value, or one of a list of values, e.g.
+            ``{in_github_subset: 1}`` or ``{subset: [random, yeast]}`` (all columns must hold).
         unknown: ``error`` on a character other than A, C, G, T, N; ``as_n`` reads it as N.
         values_file: FASTA only: a table (tsv/csv) with an ``id`` column and the value column; without it each
             FASTA header carries its value, ``>id value`` or ``>id|value``.
@@ -174,7 +175,7 @@ class DataSource(pydantic.BaseModel):
     format: Literal["auto", "tsv", "csv", "fasta"] = "auto"
     sequence_column: str = "seq"
     value_column: str = "expression"
-    where: dict[str, int | float | str] = {}
+    where: dict[str, int | float | str | list[int | float | str]] = {}
     unknown: Literal["error", "as_n"] = "error"
     values_file: str | None = None
     group_column: str | None = None
@@ -356,10 +357,11 @@ def _where(df: pd.DataFrame, where: Mapping[str, Any], label: str, key: str) -> 
     keep = np.ones(len(df), dtype=bool)
     for col, want in where.items():
         column = df[col]
-        if isinstance(want, str):
-            keep &= (column == want).to_numpy()
+        wanted = want if isinstance(want, list) else [want]
+        if all(isinstance(w, str) for w in wanted):
+            keep &= column.isin(wanted).to_numpy()
         else:
-            keep &= (pd.to_numeric(column, errors="coerce") == want).to_numpy()
+            keep &= pd.to_numeric(column, errors="coerce").isin(wanted).to_numpy()
     if not keep.any():
         shown = ", ".join(f"{c} == {v!r}" for c, v in where.items())
         raise SpecError(label, f"{key}.where", f"no rows left where {shown} (of {len(df)} rows)")

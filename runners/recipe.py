@@ -9,6 +9,7 @@ number of replicas R and the global batch is ``batch_size * R``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -142,32 +143,36 @@ class TrainStudy(_Strict):
     source: str = Field(default="", exclude=True)
 
 
-def _check_references(study: TrainStudy, file: str) -> None:
+def recipe_issues(recipe: Recipe, data: Mapping[str, DataSource], file: str, prefix: str = "recipe") -> list[Issue]:
+    """Problems of a recipe's references to the study's data sets (unknown names, group splits without groups)."""
     issues = []
-    for i, stage in enumerate(study.recipe.stages):
-        if stage.data not in study.data:
-            issues.append(
-                Issue(
-                    file, f"recipe.stages.{i}.data", f"no data set '{stage.data}'{did_you_mean(stage.data, study.data)}"
-                )
-            )
-        elif stage.split.method == "group" and not study.data[stage.data].group_column:
-            issues.append(
-                Issue(file, f"recipe.stages.{i}.split.method", f"'group' needs data.{stage.data}.group_column")
-            )
-        if stage.split.method == "files" and stage.split.validation not in study.data:
-            v = stage.split.validation
-            issues.append(
-                Issue(
-                    file, f"recipe.stages.{i}.split.validation", f"no data set '{v}'{did_you_mean(str(v), study.data)}"
-                )
-            )
-    names = [s.name for s in study.recipe.stages]
+    for i, stage in enumerate(recipe.stages):
+        where = f"{prefix}.stages.{i}"
+        if stage.data not in data:
+            hint = did_you_mean(stage.data, data)
+            issues.append(Issue(file, f"{where}.data", f"no data set '{stage.data}'{hint}"))
+        elif stage.split.method == "group" and not data[stage.data].group_column:
+            issues.append(Issue(file, f"{where}.split.method", f"'group' needs data.{stage.data}.group_column"))
+        if stage.split.method == "files" and stage.split.validation not in data:
+            v = str(stage.split.validation)
+            issues.append(Issue(file, f"{where}.split.validation", f"no data set '{v}'{did_you_mean(v, data)}"))
+    names = [s.name for s in recipe.stages]
     for i, n in enumerate(names):
         if names.index(n) != i:
-            issues.append(Issue(file, f"recipe.stages.{i}.name", f"stage name '{n}' is used twice"))
+            issues.append(Issue(file, f"{prefix}.stages.{i}.name", f"stage name '{n}' is used twice"))
+    return issues
+
+
+def parse_recipe(doc: Any, data: Mapping[str, DataSource], file: str, prefix: str = "recipe") -> Recipe:
+    """Validate a recipe document against the study's data sets; issues carry ``prefix`` in their key paths."""
+    try:
+        recipe = Recipe.model_validate(doc)
+    except ValidationError as exc:
+        raise SpecErrors(pydantic_issues(exc, file, Recipe, prefix=prefix)) from None
+    issues = recipe_issues(recipe, data, file, prefix)
     if issues:
         raise SpecErrors(issues)
+    return recipe
 
 
 def inline_recipe(doc: dict[str, Any], base_dir: Path, file: str) -> dict[str, Any]:
@@ -189,5 +194,7 @@ def parse_train_study(doc: Any, file: str, base_dir: Path | None = None) -> Trai
         study = TrainStudy.model_validate({**doc, "source": file})
     except ValidationError as exc:
         raise SpecErrors(pydantic_issues(exc, file, TrainStudy)) from None
-    _check_references(study, file)
+    issues = recipe_issues(study.recipe, study.data, file)
+    if issues:
+        raise SpecErrors(issues)
     return study

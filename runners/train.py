@@ -70,6 +70,25 @@ def run_key(graph: GraphSpec, recipe: Recipe, data_hashes: dict[str, str]) -> st
     return digest(graph.to_dict(), recipe.model_dump(mode="json"), data_hashes)
 
 
+def _hashes(datasets: dict[str, data_mod.Dataset], tests: dict[str, data_mod.Dataset]) -> dict[str, str]:
+    return {k: d.content_hash for k, d in sorted({**datasets, **tests}.items())}
+
+
+def finished_result(
+    graph: GraphSpec,
+    recipe: Recipe,
+    datasets: dict[str, data_mod.Dataset],
+    tests: dict[str, data_mod.Dataset],
+    runs_dir: Path,
+) -> RunResult | None:
+    """The result of this exact run if it has finished in ``runs_dir``, else ``None`` (nothing is trained)."""
+    key = run_key(graph, recipe, _hashes(datasets, tests))
+    state = Path(runs_dir) / key / "state.json"
+    if state.exists() and json.loads(state.read_text()).get("finished"):
+        return _load_result(state.parent, key)
+    return None
+
+
 @keras.saving.register_keras_serializable(package="crmlab")
 class StageSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """A recipe :class:`~runners.recipe.Schedule` evaluated per optimiser step (``keras.ops`` only)."""
@@ -325,7 +344,7 @@ def train_run(
     Returns:
         The :class:`RunResult`; a run found finished in ``runs_dir`` is returned without training.
     """
-    key = run_key(graph, recipe, {k: d.content_hash for k, d in sorted({**datasets, **tests}.items())})
+    key = run_key(graph, recipe, _hashes(datasets, tests))
     run_dir = Path(runs_dir) / key
     run_dir.mkdir(parents=True, exist_ok=True)
     state = _State(run_dir)

@@ -34,7 +34,7 @@ def test_blocks_lists_every_builtin_with_origin_and_params(capsys: pytest.Captur
     assert main(["blocks"]) == 0
     out = capsys.readouterr().out
     assert "se_conv_encoder  (x) -> (out, skip)" in out
-    assert "origin: crmlab " in out and "se_ratio: int | null = 2" in out
+    assert "origin: crmlab " in out and "se_ratio: int >= 1 | null = 2" in out
     assert "crmnet_unet" in out
 
 

@@ -73,6 +73,11 @@ def test_reads_every_shipped_file(name: str) -> None:
     assert ds.values[0] == np.float32(float(value))
 
 
+def test_where_with_a_list_keeps_rows_matching_any_value() -> None:
+    source = DataSource(path="dream_test_derived_61313.tsv.gz", where={"subset": ["random", "yeast"]})
+    assert len(load(source, base_dir=DATA)) == 1030 + 384
+
+
 def test_where_selects_the_github_subset() -> None:
     ds = load(DataSource(path="vaishnav_native_complex_3929.tsv", where={"in_github_subset": 1}), base_dir=DATA)
     assert len(ds) == 3_733

@@ -1,0 +1,300 @@
+"""Ablation studies (``kind: ablation``): every variant is the base spec + a patch, trained by the same runner.
+
+Flow: load and validate the study; apply each variant's patch to the base graph and recipe; validate *and
+assemble* every variant before any training (a broken variant stops everything with
+``FILE: variants.NAME.key: message``); train variants x seeds (canonical always included) with
+:func:`runners.train.train_run`, whose run keys make a re-run skip finished runs and resume the unfinished one;
+compare against canonical (:mod:`search.report`).
+
+MLflow: one parent run per study (its id is kept beside the runs so a re-run reuses it), one child run per
+variant x seed linked by the ``mlflow.parentRunId`` tag and tagged with variant, seed, patch and parameter delta.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from registry import core, yamlio
+from registry.errors import Issue, SpecErrors
+from registry.spec import GraphSpec, parse_graph, pydantic_issues
+from registry.validate import resolve_graph
+from registry.variants import Patch, apply_patch, check_leave_one_out, parse_patch
+from runners import data as data_mod
+from runners.data import DataSource
+from runners.recipe import Recipe, inline_recipe, parse_recipe
+from runners.study import apply_overrides
+from runners.train import RunResult, digest
+
+REFERENCE = "canonical"
+
+
+class AblationDoc(BaseModel):
+    """The shape of an ablation study document (the recipe and patches are validated per variant)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    kind: Literal["ablation"] = "ablation"
+    name: str
+    description: str = ""
+    graph: str
+    data: dict[str, DataSource]
+    test_sets: dict[str, DataSource] = Field(min_length=1)
+    recipe: dict[str, Any]
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    leave_one_out: list[str] = Field(default_factory=list)
+    variants: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass
+class Variant:
+    """A resolved variant: its patch, validated graph and recipe (seed set per run), and parameter count."""
+
+    name: str
+    patch: Patch
+    graph: GraphSpec
+    recipe: Recipe
+    parameters: int = 0
+
+
+@dataclass
+class Ablation:
+    """A loaded study: variants (reference first), data, and where it came from."""
+
+    path: Path
+    overrides: list[str]
+    doc: AblationDoc
+    variants: list[Variant]
+    datasets: dict[str, data_mod.Dataset] = field(default_factory=dict)
+    tests: dict[str, data_mod.Dataset] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return digest(self.doc.model_dump(mode="json"))
+
+    def variant(self, name: str) -> Variant:
+        return next(v for v in self.variants if v.name == name)
+
+
+def _patches(doc: AblationDoc, file: str) -> dict[str, Patch]:
+    check_leave_one_out(doc.leave_one_out, file, "leave_one_out")
+    patches: dict[str, Patch] = {REFERENCE: Patch()}
+    for shortcut in doc.leave_one_out:
+        patches[f"no_{shortcut}"] = Patch(**{shortcut: False})
+    issues = []
+    for name, raw in doc.variants.items():
+        if name in patches:
+            issues.append(
+                Issue(file, f"variants.{name}", f"variant name '{name}' is taken (canonical or leave_one_out)")
+            )
+            continue
+        try:
+            patches[name] = parse_patch(raw, file, f"variants.{name}")
+        except SpecErrors as exc:
+            issues.extend(exc.issues)
+    if issues:
+        raise SpecErrors(issues)
+    return patches
+
+
+def _in_variant(issue: Issue, file: str, name: str) -> Issue:
+    """Re-home an issue of variant ``name``'s patched graph or recipe to the study's ``variants.NAME`` key."""
+    if name == REFERENCE:
+        return issue
+    return Issue(file, f"variants.{name}.{issue.path}" if issue.path else f"variants.{name}", issue.message)
+
+
+def load_ablation(path: str | Path, overrides: Sequence[str] = (), assemble: bool = True) -> Ablation:
+    """Validate the study and every variant (and, with ``assemble``, build each model once); load the data."""
+    path = Path(path)
+    file = str(path)
+    raw = yamlio.load(path)
+    if not isinstance(raw, dict):
+        raise SpecErrors([Issue(file, "", f"a study must be a mapping, got {type(raw).__name__}")])
+    raw = apply_overrides(inline_recipe(raw, path.parent, file), overrides, file)
+    try:
+        doc = AblationDoc.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecErrors(pydantic_issues(exc, file, AblationDoc)) from None
+    graph_path = path.parent / doc.graph
+    base_graph = yamlio.load(graph_path)
+    if not isinstance(base_graph, dict):
+        raise SpecErrors([Issue(str(graph_path), "", "a graph spec must be a mapping")])
+    blocks = core.blocks()
+    variants, issues = [], []
+    for name, patch in _patches(doc, file).items():
+        try:
+            graph_doc, recipe_doc = apply_patch(base_graph, doc.recipe, patch, blocks, file, f"variants.{name}")
+        except SpecErrors as exc:
+            issues.extend(exc.issues)
+            continue
+        try:
+            graph = resolve_graph(parse_graph(graph_doc, str(graph_path) if name == REFERENCE else file), blocks)
+            recipe = parse_recipe(recipe_doc, doc.data, file)
+            variants.append(Variant(name, patch, graph, recipe))
+        except SpecErrors as exc:
+            issues.extend(_in_variant(i, file, name) for i in exc.issues)
+    if issues:
+        raise SpecErrors(issues)
+    if assemble:
+        _assemble_all(variants, file)
+    length = variants[0].graph.inputs[next(iter(variants[0].graph.inputs))].shape[0]
+    base = path.parent
+    datasets = {n: data_mod.load(s, length=length, base_dir=base, name=n, key=f"data.{n}") for n, s in doc.data.items()}
+    tests = {
+        n: data_mod.load(s, length=length, base_dir=base, name=n, key=f"test_sets.{n}")
+        for n, s in doc.test_sets.items()
+    }
+    return Ablation(path, list(overrides), doc, variants, datasets, tests)
+
+
+def _assemble_all(variants: list[Variant], file: str) -> None:
+    """Build every variant's model once (catches shape errors before training) and record parameter counts."""
+    import keras
+
+    from blocks.assemble import assemble, parameter_counts
+
+    issues = []
+    for v in variants:
+        try:
+            v.parameters = parameter_counts(assemble(v.graph))["total"]
+        except SpecErrors as exc:
+            issues.extend(_in_variant(i, file, v.name) for i in exc.issues)
+        keras.backend.clear_session()
+    if issues:
+        raise SpecErrors(issues)
+
+
+def _state_path(runs_dir: Path, ablation: Ablation) -> Path:
+    return runs_dir / "_studies" / f"{ablation.doc.name}-{ablation.key}.json"
+
+
+def parent_run(ablation: Ablation, runs_dir: Path, tracking_uri: str | None) -> tuple[Any, str]:
+    """The study's MLflow parent run (created once, reopened by later invocations)."""
+    from runners.tracking import Tracker, flatten
+
+    state_file = _state_path(runs_dir, ablation)
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    tracker = Tracker(tracking_uri, ablation.doc.name)
+    tags = {"crmlab.kind": "ablation", "crmlab.study_key": ablation.key, "crmlab.study": str(ablation.path)}
+    run_id = tracker.start(f"{ablation.doc.name} (study)", tags, state.get("parent_run_id"))
+    if not state:
+        tracker.log_params(flatten({"seeds": ablation.doc.seeds, "variants": [v.name for v in ablation.variants]}))
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"parent_run_id": run_id}))
+        os.replace(tmp, state_file)
+    return tracker, run_id
+
+
+def run_one(
+    ablation: Ablation, name: str, seed: int, runs_dir: Path, tracking_uri: str | None, parent_id: str | None
+) -> RunResult:
+    """Train (or fetch, if finished) one variant x seed."""
+    from runners.tracking import Tracker
+    from runners.train import train_run
+
+    v = ablation.variant(name)
+    recipe = v.recipe.model_copy(update={"seed": seed})
+    tracker, tags = None, {}
+    if parent_id is not None:
+        tracker = Tracker(tracking_uri, ablation.doc.name)
+        reference = ablation.variant(REFERENCE).parameters
+        tags = {
+            "mlflow.parentRunId": parent_id,
+            "crmlab.variant": name,
+            "crmlab.seed": str(seed),
+            "crmlab.patch": yamlio.dumps(v.patch.model_dump(exclude_defaults=True)) or "{}",
+            "crmlab.parameter_delta": str(v.parameters - reference),
+        }
+    return train_run(
+        v.graph,
+        recipe,
+        ablation.datasets,
+        ablation.tests,
+        runs_dir,
+        tracker=tracker,
+        run_name=f"{name} seed={seed}",
+        tags=tags,
+        verbose=0,
+    )
+
+
+def collect(ablation: Ablation, runs_dir: Path) -> tuple[dict[tuple[str, int], RunResult], list[str]]:
+    """Finished results of the study (nothing is trained) and the names of the runs still missing."""
+    from runners.train import finished_result
+
+    results, missing = {}, []
+    for seed in ablation.doc.seeds:
+        for v in ablation.variants:
+            recipe = v.recipe.model_copy(update={"seed": seed})
+            found = finished_result(v.graph, recipe, ablation.datasets, ablation.tests, runs_dir)
+            if found is None:
+                missing.append(f"{v.name} seed={seed}")
+            else:
+                results[(v.name, seed)] = found
+    return results, missing
+
+
+def _worker(args: tuple[str, list[str], str, int, str, str | None, str | None, str | None]) -> tuple[str, int]:
+    """Process-pool entry: load the study in this process and train one run (returns its key)."""
+    path, overrides, name, seed, runs_dir, uri, parent, backend = args
+    if backend:
+        os.environ["KERAS_BACKEND"] = backend
+    ablation = load_ablation(path, overrides)
+    run_one(ablation, name, seed, Path(runs_dir), uri, parent)
+    return name, seed
+
+
+def run_ablation(
+    ablation: Ablation,
+    runs_dir: Path,
+    tracking_uri: str | None = None,
+    jobs: int = 1,
+    mlflow: bool = True,
+    progress: Any = print,
+) -> tuple[dict[tuple[str, int], RunResult], list[Any], Path]:
+    """Train every variant x seed not yet finished, then compare against canonical.
+
+    Returns:
+        The results keyed by (variant, seed), the comparison rows and the path of ``report.md`` (also logged,
+        with the plots and per-variant metrics, on the study's MLflow parent run).
+    """
+    parent_id = None
+    tracker = None
+    if mlflow:
+        tracker, parent_id = parent_run(ablation, runs_dir, tracking_uri)
+    todo = [(v.name, s) for s in ablation.doc.seeds for v in ablation.variants]
+    total = len(todo)
+    if jobs > 1:
+        backend = os.environ.get("KERAS_BACKEND")
+        args = [
+            (str(ablation.path), ablation.overrides, n, s, str(runs_dir), tracking_uri, parent_id, backend)
+            for n, s in todo
+        ]
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for done, (name, seed) in enumerate(pool.map(_worker, args), start=1):
+                progress(f"[{done}/{total}] {name} seed={seed} done")
+    results = {}
+    for done, (name, seed) in enumerate(todo, start=1):
+        result = run_one(ablation, name, seed, runs_dir, tracking_uri, parent_id)
+        results[(name, seed)] = result
+        if jobs <= 1:
+            r = next(iter(result.test_metrics.values()))["pearson_r"]
+            progress(f"[{done}/{total}] {name} seed={seed}: r = {r:.4f} ({next(iter(result.test_metrics))})")
+    from search.report import compare, log_comparison, write_all
+
+    rows = compare(ablation, results)
+    files = write_all(ablation, rows, results, runs_dir)
+    if tracker is not None:
+        log_comparison(rows, files, tracker)
+        tracker.end("FINISHED")
+    return results, rows, files[0]

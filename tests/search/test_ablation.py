@@ -1,0 +1,100 @@
+"""Ablation studies end to end on tiny real data: validation before training, resume, comparison, MLflow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from registry import yamlio
+from registry.errors import SpecErrors
+from search.ablation import REFERENCE, collect, load_ablation, run_ablation
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDIES = ROOT / "tests" / "fixtures" / "studies"
+
+
+def test_variants_are_resolved_and_assembled_before_training() -> None:
+    ablation = load_ablation(STUDIES / "tiny_ablation.yaml")
+    names = [v.name for v in ablation.variants]
+    assert names == [REFERENCE, "no_transformer", "no_pretraining", "narrow_head"]
+    by = {v.name: v for v in ablation.variants}
+    assert "trunk" not in by["no_transformer"].graph.nodes and "trunk" in by[REFERENCE].graph.nodes
+    assert [s.name for s in by["no_pretraining"].recipe.stages] == ["finetune"]
+    assert by["narrow_head"].graph.nodes["head"].params["units"] == [4]
+    assert by["no_transformer"].parameters < by[REFERENCE].parameters
+
+
+@pytest.mark.parametrize(
+    ("variants", "expected"),
+    [
+        ({"bad": {"remove": ["trnk"]}}, "variants.bad.remove: node 'trnk' does not exist"),
+        (
+            {"bad": {"set": {"template.params.depht": 2}}},
+            "variants.bad.template.params.depht: template crmnet_unet takes",
+        ),
+        (
+            {"bad": {"set": {"recipe.batch_size": "big"}}},
+            "variants.bad.recipe.batch_size: input should be a valid integer",
+        ),
+        (
+            {"bad": {"set": {"template.params.depth": 6}}},
+            "variants.bad.template.params.depth: length 112 is not divisible",
+        ),
+    ],
+)
+def test_a_broken_variant_stops_everything_with_its_key_path(tmp_path: Path, variants: dict, expected: str) -> None:
+    doc = yamlio.load(STUDIES / "tiny_ablation.yaml")
+    doc["variants"] = variants
+    for name in ("tiny_graph.yaml",):
+        shutil.copy(STUDIES / name, tmp_path / name)
+    (tmp_path / "data").symlink_to(ROOT / "tests" / "fixtures" / "data")
+    doc["data"] = {k: {**v, "path": v["path"].replace("../data", "data")} for k, v in doc["data"].items()}
+    doc["test_sets"] = {k: {**v, "path": v["path"].replace("../data", "data")} for k, v in doc["test_sets"].items()}
+    path = tmp_path / "study.yaml"
+    path.write_text(yamlio.dumps(doc))
+    with pytest.raises(SpecErrors) as err:
+        load_ablation(path)
+    lines = [str(i) for i in err.value.issues]
+    assert any(line.startswith(f"{path}: {expected}") for line in lines), lines
+
+
+def test_run_compare_and_rerun_skips_finished_runs(tmp_path: Path) -> None:
+    runs, db = tmp_path / "runs", tmp_path / "mlflow.db"
+    study = STUDIES / "tiny_ablation.yaml"
+    ablation = load_ablation(study, ["variants={}", "leave_one_out=[transformer]"])
+    results, rows, report = run_ablation(ablation, runs, f"sqlite:///{db}", progress=lambda _: None)
+    assert set(results) == {(v, s) for v in (REFERENCE, "no_transformer") for s in (0, 1)}
+    row = next(r for r in rows if r.variant == "no_transformer")
+    d = row.delta["pearson_r"]
+    assert d.ci_low <= d.delta <= d.ci_high and 0 < d.p_adjusted <= 1
+    assert report.exists() and "| no_transformer |" in report.read_text()
+    assert (report.parent / "bars_native.png").exists()
+
+    mtimes = {p: p.stat().st_mtime for p in runs.glob("*/result.json")}
+    again = load_ablation(study, ["variants={}", "leave_one_out=[transformer]"])
+    results2, _, _ = run_ablation(again, runs, f"sqlite:///{db}", progress=lambda _: None)
+    assert {p: p.stat().st_mtime for p in runs.glob("*/result.json")} == mtimes, "finished runs were retrained"
+    assert results2[("no_transformer", 1)].test_metrics == results[("no_transformer", 1)].test_metrics
+    found, missing = collect(again, runs)
+    assert not missing and len(found) == 4
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("tiny_ablation")
+    all_runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in all_runs if r.data.tags.get("crmlab.kind") == "ablation"]
+    children = [r for r in all_runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 4
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert {(c.data.tags["crmlab.variant"], c.data.tags["crmlab.seed"]) for c in children} == {
+        (v, s) for v in (REFERENCE, "no_transformer") for s in ("0", "1")
+    }
+    no_t = next(c for c in children if c.data.tags["crmlab.variant"] == "no_transformer")
+    assert int(no_t.data.tags["crmlab.parameter_delta"]) < 0 and "transformer: false" in no_t.data.tags["crmlab.patch"]
+    assert "no_transformer.native.delta_pearson_r" in parents[0].data.metrics
+    state = json.loads(next((runs / "_studies").glob("*.json")).read_text())
+    assert state["parent_run_id"] == parents[0].info.run_id

@@ -48,6 +48,7 @@ def _import_keras_quietly() -> None:
             import tensorflow as tf
 
             tf.config.list_physical_devices()  # device discovery logs (e.g. cuInit without a driver) go here
+            tf.get_logger().setLevel("ERROR")  # retracing notices when predicting test sets of several sizes
     finally:
         os.dup2(saved, 2)
         os.close(saved)

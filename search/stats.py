@@ -4,10 +4,10 @@ For one variant, one test set and one metric (Pearson r, Spearman rho, R^2):
 
 * ``delta`` is the mean over seeds of ``metric(variant, seed) - metric(canonical, seed)`` (paired by seed: both
   runs share the seed's data split and initialisation stream).
-* The 95% confidence interval resamples the *test sequences* with replacement (one resample shared by every seed
-  and both models, so the pairing is kept) and recomputes ``delta``; the interval is the 2.5th/97.5th percentile
-  of those replicates. With several seeds this captures test-set sampling; seed-to-seed variation enters through
-  the mean over seeds.
+* The 95% confidence interval is a two-level bootstrap: each replicate resamples the seeds with replacement and the
+  *test sequences* with replacement (one sequence resample shared by every seed and both models, so the pairing
+  is kept) and recomputes ``delta``; the interval is the 2.5th/97.5th percentile of the replicates. It therefore
+  carries both seed-to-seed variation (training noise) and test-set sampling; with one seed only the latter.
 * The p-value is the two-sided bootstrap p-value of ``delta = 0``: twice the smaller tail mass of the replicates
   on either side of 0 (floored at 1 / (replicates + 1)).
 * Holm's step-down correction adjusts the p-values of all variants of one test set and metric together.
@@ -87,13 +87,14 @@ def paired_delta(
     observed = float(np.mean(fn(y[None], v) - fn(y[None], c)))
     rng = np.random.default_rng(seed)
     boot = np.empty(replicates)
+    n_seeds = len(canonical)
     for start in range(0, replicates, chunk):
         k = min(chunk, replicates - start)
         idx = rng.integers(0, len(y), size=(k, len(y)))
+        seeds = rng.integers(0, n_seeds, size=(k, n_seeds))
         yb = y[idx][:, None, :]
-        boot[start : start + k] = np.nanmean(
-            fn(yb, v[:, idx].transpose(1, 0, 2)) - fn(yb, c[:, idx].transpose(1, 0, 2)), axis=1
-        )
+        per_seed = fn(yb, v[:, idx].transpose(1, 0, 2)) - fn(yb, c[:, idx].transpose(1, 0, 2))  # (k, n_seeds)
+        boot[start : start + k] = np.nanmean(np.take_along_axis(per_seed, seeds, axis=1), axis=1)
     low, high = np.nanpercentile(boot, [2.5, 97.5])
     tail = min(np.mean(boot <= 0), np.mean(boot >= 0))
     p = float(min(1.0, max(2 * tail, 1 / (replicates + 1))))

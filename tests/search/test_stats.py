@@ -47,6 +47,19 @@ def test_bootstrap_interval_matches_the_analytic_standard_error() -> None:
     assert d.ci_low < d.delta < d.ci_high
 
 
+def test_seed_to_seed_variation_widens_the_interval() -> None:
+    # Seed 0 of the variant is much better than canonical, seed 1 much worse: the mean delta is near 0 and the
+    # interval must span both seeds' deltas instead of shrinking to test-set noise.
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=3000)
+    canonical = [y + 1.0 * rng.normal(size=3000), y + 1.0 * rng.normal(size=3000)]
+    variant = [y + 0.5 * rng.normal(size=3000), y + 2.0 * rng.normal(size=3000)]
+    d = paired_delta(y, canonical, variant, replicates=2000)
+    per_seed = [sps.pearsonr(y, v)[0] - sps.pearsonr(y, c)[0] for c, v in zip(canonical, variant, strict=True)]
+    assert d.ci_low <= min(per_seed) + 0.02 and d.ci_high >= max(per_seed) - 0.02
+    assert d.p_value > 0.05
+
+
 def test_mean_sd() -> None:
     assert mean_sd([0.7, 0.8, 0.9]) == pytest.approx((0.8, 0.1))
     assert mean_sd([0.5]) == (0.5, 0.0)

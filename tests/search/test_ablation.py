@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from registry import yamlio
@@ -98,3 +99,19 @@ def test_run_compare_and_rerun_skips_finished_runs(tmp_path: Path) -> None:
     assert "no_transformer.native.delta_pearson_r" in parents[0].data.metrics
     state = json.loads(next((runs / "_studies").glob("*.json")).read_text())
     assert state["parent_run_id"] == parents[0].info.run_id
+
+
+def test_jobs_train_runs_in_parallel_processes_with_the_same_results(tmp_path: Path) -> None:
+    study = STUDIES / "tiny_ablation.yaml"
+    overrides = ["variants={}", "leave_one_out=[pretraining]", "seeds=[0]"]
+    serial, _, _ = run_ablation(load_ablation(study, overrides), tmp_path / "a", mlflow=False, progress=lambda _: None)
+    messages: list[str] = []
+    parallel, _, _ = run_ablation(
+        load_ablation(study, overrides), tmp_path / "b", jobs=2, mlflow=False, progress=messages.append
+    )
+    assert messages == ["[1/2] canonical seed=0 done", "[2/2] no_pretraining seed=0 done"]
+    for key, result in serial.items():
+        assert parallel[key].run_key == result.run_key
+        np.testing.assert_allclose(
+            parallel[key].predictions["native"], result.predictions["native"], rtol=1e-4, atol=1e-4
+        )

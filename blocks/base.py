@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -33,8 +34,17 @@ class Block(keras.layers.Layer):
     """Base layer: builds every sub-layer by tracing ``call`` on symbolic inputs of the given shape.
 
     Sub-classes create the sub-layers whose size depends on the input in :meth:`create` and everything else in
-    ``__init__``; after :meth:`build` every weight exists, which is what ``.keras`` loading needs.
+    ``__init__``; after :meth:`build` every weight exists, which is what ``.keras`` loading needs. Constructor
+    keyword arguments are the config: each is stored as the attribute of the same name, and :meth:`get_config`
+    returns them all.
     """
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        for name in inspect.signature(type(self).__init__).parameters:
+            if name not in ("self", "kwargs"):
+                config[name] = getattr(self, name)
+        return config
 
     def create(self, input_shape: Any) -> None:
         """Create sub-layers that depend on the input shape (default: none)."""

@@ -36,9 +36,6 @@ class SEBlock(Block):
         scale = self.excite(self.squeeze(ops.mean(x, axis=1)))
         return x * ops.expand_dims(scale, 1)
 
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "ratio": self.ratio}
-
 
 def conv_se_bn(
     filters: int, kernel_size: int, se_ratio: int | None, batch_norm: bool, activation: str
@@ -113,18 +110,6 @@ class SEConvEncoder(Block):
         out_len = None if length is None else (-(-length // 2) if self.downsample else length)
         return (batch, out_len, self.filters), (batch, length, self.filters)
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "filters": self.filters,
-            "kernel_size": self.kernel_size,
-            "se_ratio": self.se_ratio,
-            "batch_norm": self.batch_norm,
-            "dropout": self.dropout,
-            "downsample": self.downsample,
-            "activation": self.activation,
-        }
-
 
 @block(inputs=("x", "skip?"))
 class TransposeConvDecoder(Block):
@@ -174,16 +159,6 @@ class TransposeConvDecoder(Block):
             y = self.concat([y, rest[0]])
         return apply(self.stages, y, training)
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "filters": self.filters,
-            "kernel_size": self.kernel_size,
-            "se_ratio": self.se_ratio,
-            "batch_norm": self.batch_norm,
-            "activation": self.activation,
-        }
-
 
 @block()
 class SEConvStack(Block):
@@ -219,13 +194,3 @@ class SEConvStack(Block):
 
     def call(self, x: Any, training: bool | None = None) -> Any:
         return apply(self.stages, x, training)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "filters": self.filters,
-            "kernel_size": self.kernel_size,
-            "se_ratio": self.se_ratio,
-            "batch_norm": self.batch_norm,
-            "activation": self.activation,
-        }

@@ -53,12 +53,3 @@ class MLPHead(Block):
 
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, int]:
         return (input_shape[0], self.output_units)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "units": self.units,
-            "dropout": self.dropout,
-            "negative_slope": self.negative_slope,
-            "output_units": self.output_units,
-        }

@@ -45,9 +45,6 @@ class OneHotInput(Block):
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
         return (*input_shape, self.num_tokens)
 
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "num_tokens": self.num_tokens}
-
 
 @block()
 class PositionEncoding(Block):
@@ -95,6 +92,3 @@ class PositionEncoding(Block):
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "mode": self.mode, "span": self.span, "max_wavelength": self.max_wavelength}

@@ -92,14 +92,3 @@ class TransformerEncoder(Block):
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "num_heads": self.num_heads,
-            "key_dim": self.key_dim,
-            "ff_dim": self.ff_dim,
-            "dropout": self.dropout,
-            "branches": self.branches,
-            "epsilon": self.epsilon,
-        }

@@ -149,11 +149,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     """Run an ablation study (variants x seeds), then print and write the comparison."""
+    from runners.study import default_runs_dir
     from search.ablation import load_ablation, run_ablation
     from search.report import table_text
 
     ablation = load_ablation(args.study, args.set)
-    runs_dir = Path(args.runs_dir) if args.runs_dir else _default_runs()
+    runs_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
     names = ", ".join(f"{v.name} ({v.parameters:,} params)" for v in ablation.variants)
     print(f"{ablation.doc.name}: {len(ablation.variants)} variants x {len(ablation.doc.seeds)} seeds: {names}")
     _, rows, report = run_ablation(ablation, runs_dir, args.tracking_uri, jobs=args.jobs, mlflow=not args.no_mlflow)
@@ -164,11 +165,12 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Compare the finished runs of an ablation study against canonical (trains nothing)."""
+    from runners.study import default_runs_dir
     from search.ablation import collect, load_ablation
     from search.report import compare, table_text, write_all
 
     ablation = load_ablation(args.study, args.set, assemble=False)
-    runs_dir = Path(args.runs_dir) if args.runs_dir else _default_runs()
+    runs_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
     results, missing = collect(ablation, runs_dir)
     if missing:
         raise CrmlabError(f"{args.study}: {len(missing)} run(s) not finished: {', '.join(missing)}; run crmlab ablate")
@@ -176,12 +178,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(table_text(rows))
     print(f"report: {write_all(ablation, rows, results, runs_dir)[0]}")
     return 0
-
-
-def _default_runs() -> Path:
-    from runners.study import default_runs_dir
-
-    return default_runs_dir()
 
 
 def build_parser() -> argparse.ArgumentParser:

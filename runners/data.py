@@ -390,6 +390,17 @@ def _group_labels(column: pd.Series, lines: np.ndarray, label: str, name: str) -
     return np.asarray(column.tolist(), dtype=str)
 
 
+def _values_and_groups(
+    df: pd.DataFrame, lines: np.ndarray, label: str, source: DataSource
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The value column as numbers and, when the source names one, the group column, with line-numbered errors."""
+    values = _numbers(df[source.value_column], lines, label, source.value_column)
+    groups = None
+    if source.group_column is not None:
+        groups = _group_labels(df[source.group_column], lines, label, source.group_column)
+    return values, groups
+
+
 def _parse_table(text: str, sep: str, source: DataSource, label: str, key: str) -> _Table:
     columns = {f"{key}.sequence_column": source.sequence_column, f"{key}.value_column": source.value_column}
     if source.group_column is not None:
@@ -403,10 +414,7 @@ def _parse_table(text: str, sep: str, source: DataSource, label: str, key: str) 
     if empty.any():
         i = int(np.argmax(empty))
         raise SpecError(f"{label}:{lines[i]}", "", f"empty sequence in column '{source.sequence_column}'")
-    values = _numbers(df[source.value_column], lines, label, source.value_column)
-    groups = None
-    if source.group_column is not None:
-        groups = _group_labels(df[source.group_column], lines, label, source.group_column)
+    values, groups = _values_and_groups(df, lines, label, source)
     return _Table(seqs.tolist(), values, groups, lines)
 
 
@@ -494,10 +502,7 @@ def _join_values(
     if dup.any():
         i = int(np.argmax(dup))
         raise SpecError(f"{vlabel}:{vlines[i]}", "", f"duplicate id '{ids[i]}'")
-    vals = _numbers(df[source.value_column], vlines, vlabel, source.value_column)
-    groups = None
-    if source.group_column is not None:
-        groups = _group_labels(df[source.group_column], vlines, vlabel, source.group_column)
+    vals, groups = _values_and_groups(df, vlines, vlabel, source)
     row_of = {v: i for i, v in enumerate(ids)}
     take: list[int] = []
     rows: list[int] = []

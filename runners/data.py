@@ -421,12 +421,10 @@ def _parse_table(text: str, sep: str, source: DataSource, label: str, key: str) 
 _HEADER_VALUE = re.compile(r"(.*?\S)(?:\s+|\|)([^\s|]+)")
 
 
-def _parse_fasta(text: str, source: DataSource, label: str, key: str, values: tuple[str, str] | None) -> _Table:
-    """Read FASTA records (multi-line sequences allowed); values from headers or from the values table."""
-    if source.values_file is None:
-        for opt, what in (("where", source.where), ("group_column", source.group_column)):
-            if what:
-                raise SpecError(label, f"{key}.{opt}", "FASTA has no columns; set values_file to a table with them")
+def _fasta_records(
+    text: str, label: str
+) -> tuple[list[tuple[str, int]], list[str], list[list[tuple[int, int]]], np.ndarray]:
+    """FASTA records (multi-line sequences allowed): (header, line) pairs, sequences, line spans, header lines."""
     records: list[tuple[str, int]] = []  # header text, line
     chunks: list[list[str]] = []
     spans: list[list[tuple[int, int]]] = []
@@ -451,7 +449,16 @@ def _parse_fasta(text: str, source: DataSource, label: str, key: str, values: tu
     for (header, number), seq in zip(records, sequences, strict=True):
         if not seq:
             raise SpecError(f"{label}:{number}", "", f"record '{header}' has no sequence")
-    lines = np.array([number for _, number in records], dtype=np.int64)
+    return records, sequences, spans, np.array([number for _, number in records], dtype=np.int64)
+
+
+def _parse_fasta(text: str, source: DataSource, label: str, key: str, values: tuple[str, str] | None) -> _Table:
+    """Read FASTA records (multi-line sequences allowed); values from headers or from the values table."""
+    if source.values_file is None:
+        for opt, what in (("where", source.where), ("group_column", source.group_column)):
+            if what:
+                raise SpecError(label, f"{key}.{opt}", "FASTA has no columns; set values_file to a table with them")
+    records, sequences, spans, lines = _fasta_records(text, label)
     if values is None:
         numbers = np.empty(len(records), dtype=np.float64)
         for i, (header, number) in enumerate(records):
@@ -664,6 +671,96 @@ def load(
         stem = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
         name = Path(stem).stem
     return Dataset(tokens, values, groups, name, digest)
+
+
+@dataclass(eq=False)
+class SequenceTable:
+    """Sequences to score (:func:`read_sequences`): measured values are optional.
+
+    Attributes:
+        ids: ``(n,)`` identifiers (an id column, the FASTA record id, or the 1-based row number).
+        sequences: the sequences as written in the file.
+        tokens: ``uint8`` ``(n, length)``, encoded exactly as :func:`load` encodes training data.
+        lengths: ``int64`` ``(n,)`` real (unpadded) length of each sequence in the tokens, at most ``length``.
+        values: ``float32`` ``(n,)`` measured values when the file has them, else None.
+    """
+
+    ids: list[str]
+    sequences: list[str]
+    tokens: np.ndarray
+    lengths: np.ndarray
+    values: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def read_sequences(
+    source: DataSource,
+    length: int = MODEL_LENGTH,
+    base_dir: Path | str = ".",
+    key: str = "input",
+    id_column: str = "id",
+) -> SequenceTable:
+    """Read sequences to score with the same parsing, checks and encoding as :func:`load`; values are optional.
+
+    A table needs only ``source.sequence_column``; its ``value_column`` is read when present, ``id_column`` names
+    the rows when present (else the 1-based row number), ``where`` filters rows. A FASTA record's id is its header
+    up to the value (``>id value``, ``>id|value``: every header must carry one for values to be read) or its first
+    word. Nothing is cached (inputs to score are read once).
+
+    Args:
+        source: what to read (``values_file`` is not supported here).
+        length: model input length; longer sequences are truncated at the 3' end, shorter ones padded with N.
+        base_dir: folder a relative ``source.path`` is resolved against.
+        key: key path of the source, for errors.
+        id_column: the table column holding row ids, if present.
+
+    Returns:
+        The sequences, tokens ``(n, length)``, real lengths ``(n,)``, ids and values (or None).
+
+    Raises:
+        SpecError: ``FILE: key.path: message`` or ``FILE:LINE: message``, as :func:`load`.
+    """
+    path = Path(base_dir) / Path(source.path).expanduser()
+    label = str(path)
+    fmt = _format_of(source, path, label, key)
+    text = _text(_read_bytes(path, label, f"{key}.path"), path, label)
+    values: np.ndarray | None = None
+    if fmt == "fasta":
+        if source.values_file is not None:
+            raise SpecError(label, f"{key}.values_file", "not read when scoring sequences; give a table instead")
+        if source.where:
+            raise SpecError(label, f"{key}.where", "FASTA has no columns to filter on")
+        records, sequences, spans, lines = _fasta_records(text, label)
+        matches = [_HEADER_VALUE.fullmatch(header) for header, _ in records]
+        numbers = pd.to_numeric(pd.Series([m.group(2) if m else "" for m in matches]), errors="coerce").to_numpy()
+        if np.isfinite(numbers).all():
+            values = numbers.astype(np.float32)
+            ids = [m.group(1) for m in matches if m is not None]
+        else:
+            ids = [header.split()[0] if header else str(i + 1) for i, (header, _) in enumerate(records)]
+        table = _Table(sequences, np.zeros(0, np.float32), None, lines, spans)
+    else:
+        columns = {f"{key}.sequence_column": source.sequence_column}
+        df, lines = _read_table(text, "\t" if fmt == "tsv" else ",", label, columns, source.where, key)
+        if source.where:
+            keep = _where(df, source.where, label, key)
+            df, lines = df[keep], lines[keep]
+        sequences = df[source.sequence_column].tolist()
+        empty = [i for i, seq in enumerate(sequences) if not seq]
+        if empty:
+            raise SpecError(f"{label}:{lines[empty[0]]}", "", f"empty sequence in column '{source.sequence_column}'")
+        if source.value_column in df.columns:
+            values = _numbers(df[source.value_column], lines, label, source.value_column)
+        ids = df[id_column].tolist() if id_column in df.columns else [str(i + 1) for i in range(len(df))]
+        table = _Table(sequences, np.zeros(0, np.float32), None, lines)
+    try:
+        tokens = _tokens(table.sequences, length, source.unknown == "as_n")
+    except _BadCharacter as bad:
+        raise SpecError(f"{label}:{table.line_of(bad.row, bad.col)}", "", bad.message) from None
+    lengths = np.minimum([len(seq) for seq in table.sequences], length).astype(np.int64)
+    return SequenceTable(ids, table.sequences, tokens, lengths, values)
 
 
 # ---------------------------------------------------------------------------------------------------- splitting

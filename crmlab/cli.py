@@ -223,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--jobs", type=int, default=1, help="train runs in N parallel processes")
             p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
         p.set_defaults(func=func)
+
+    from crmlab.interpret import add_parsers
+
+    add_parsers(sub)  # predict, explain
     return parser
 
 

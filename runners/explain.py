@@ -54,7 +54,7 @@ def input_gradients(fn: Callable[[Any], Any]) -> Callable[[np.ndarray], np.ndarr
         fn: maps a float array ``(batch, ...)`` to outputs ``(batch, ...)`` with Keras ops (e.g. a Keras model).
 
     Returns:
-        A function from ``float32`` ``(batch, ...)`` to the gradients, same shape, as numpy.
+        A function from a float array ``(batch, ...)`` to the gradients, same shape and dtype, as numpy.
 
     Raises:
         CrmlabError: a backend without a gradient implementation here (TensorFlow and JAX have one).
@@ -70,12 +70,12 @@ def input_gradients(fn: Callable[[Any], Any]) -> Callable[[np.ndarray], np.ndarr
                 total = keras.ops.sum(fn(x))
             return tape.gradient(total, x)
 
-        return lambda x: grad_tf(tf.convert_to_tensor(x, tf.float32)).numpy()
+        return lambda x: grad_tf(tf.convert_to_tensor(x)).numpy()
     if backend == "jax":
         import jax
 
         grad_jax = jax.jit(jax.grad(lambda x: keras.ops.sum(fn(x))))
-        return lambda x: np.asarray(grad_jax(np.asarray(x, np.float32)))
+        return lambda x: np.asarray(grad_jax(np.asarray(x)))
     raise CrmlabError(f"--backend: saliency needs the tensorflow or jax backend, not {backend}")
 
 

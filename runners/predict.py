@@ -172,7 +172,8 @@ def saturation_mutagenesis(
                 batch[np.arange(len(alt)), alt] = b + 1
                 mutants.append(batch)
                 where.append((np.full(len(alt), i), alt, np.full(len(alt), b)))
-            effects[i, positions, tokens[i, positions] - 1] = 0.0  # reference bases (an N has none: all 4 mutate)
+            known = positions[tokens[i, positions] > 0]  # an N has no reference base: all 4 are substitutions
+            effects[i, known, tokens[i, known].astype(np.int64) - 1] = 0.0
         if mutants:
             scores = predict(model, np.concatenate(mutants), batch_size)
             i_idx, p_idx, b_idx = (np.concatenate(parts) for parts in zip(*where, strict=True))

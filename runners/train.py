@@ -280,7 +280,9 @@ def _split(ds: data_mod.Dataset, stage: Stage, datasets: dict[str, data_mod.Data
     return ds.subset(train_idx), ds.subset(val_idx)
 
 
-def _compile(model: keras.Model, recipe: Recipe, stage: Stage, steps: int, dist: Distribution) -> Any:
+def compile_for_training(model: keras.Model, recipe: Recipe, stage: Stage, steps: int, dist: Distribution) -> Any:
+    """Compile ``model`` for ``stage`` of ``recipe`` (loss, optimiser, per-step schedule, metrics, XLA); returns the
+    optimiser. ``steps`` is the number of steps per epoch."""
     scale = dist.replicas if recipe.lr_scaling == "linear" else 1
     lr = StageSchedule(recipe.stage_schedule(stage).model_dump(), steps, recipe.stage_epochs(stage), scale)
     kwargs: dict[str, Any] = {"learning_rate": lr}
@@ -435,7 +437,7 @@ def _train_stages(
         val_y = ((val.values[:keep] - mean) / std).astype("float32").reshape(-1, 1)
         val_xy = (val.tokens[:keep].astype("int32"), val_y)
         with dist.scope():
-            optimizer = _compile(model, recipe, stage, len(batches), dist)
+            optimizer = compile_for_training(model, recipe, stage, len(batches), dist)
         opt_file = state.file("optimizer.npz")
         if state["epoch"] > 0 and opt_file is not None:
             with dist.scope():

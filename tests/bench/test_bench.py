@@ -1,0 +1,128 @@
+"""The benchmark scripts in CI size (``--quick``) and the pieces of :mod:`runners.bench` they rely on."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ROOT / "studies/graphs/crmnet_small.yaml"
+
+
+def run_script(script: str, *args: str) -> str:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_step_time_quick_both_backends_logged_to_mlflow(tmp_path: Path) -> None:
+    import mlflow
+
+    out = tmp_path / "step_time.csv"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    stdout = run_script(
+        "step_time.py",
+        str(SMALL),
+        "--quick",
+        "--backends",
+        "tensorflow",
+        "jax",
+        "--out",
+        str(out),
+        "--tracking-uri",
+        uri,
+    )
+    rows = read_csv(out)
+    assert [(r["backend"], r["batch_size"], r["precision"]) for r in rows] == [
+        ("tensorflow", "8", "float32"),
+        ("jax", "8", "float32"),
+    ]
+    for row in rows:
+        assert float(row["ms_per_step"]) > 0
+        assert float(row["seq_per_s"]) == pytest.approx(8000 / float(row["ms_per_step"]), rel=0.01)
+        assert float(row["epoch_hours"]) == pytest.approx(
+            -(-30_722_376 // 8) * float(row["ms_per_step"]) / 3.6e6, rel=0.01
+        )
+    assert [r["jit_compile"] for r in rows] == ["False", "True"]  # Keras' auto: no XLA on a CPU for TF; JAX jits
+    last = stdout.strip().splitlines()
+    assert last[-3].split()[:2] == ["spec", "backend"] and last[-1].split()[1] == "jax"
+    client = mlflow.tracking.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("bench").experiment_id])
+    assert run.data.metrics["best_seq_per_s"] == pytest.approx(max(float(r["seq_per_s"]) for r in rows))
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"step_time.csv", "step_time.md"}
+
+
+def test_overhead_quick_matches_parameters_and_reports_ratio(tmp_path: Path) -> None:
+    out = tmp_path / "overhead.csv"
+    stdout = run_script("overhead.py", "--quick", "--out", str(out))
+    assembled, hand = read_csv(out)
+    assert (assembled["model"], hand["model"]) == ("assembled", "hand_written")
+    assert assembled["parameters"] == hand["parameters"] == "962989"
+    ratio = float(assembled["steps_per_s"]) / float(hand["steps_per_s"])
+    assert float(assembled["ratio_vs_hand_written"]) == pytest.approx(ratio, abs=0.002)
+    assert stdout.strip().splitlines()[-1].startswith("overhead ratio")
+
+
+def test_pipeline_quick_compares_stages_with_the_model(tmp_path: Path) -> None:
+    out = tmp_path / "pipeline.csv"
+    run_script("pipeline.py", "--quick", "--out", str(out))
+    rows = read_csv(out)
+    assert [r["stage"] for r in rows] == ["tokenise", "batch", "feed"]
+    for row in rows:
+        assert row["sequences"] == "2000" and float(row["seq_per_s"]) > 0 and float(row["model_seq_per_s"]) > 0
+        assert float(row["headroom"]) == pytest.approx(float(row["seq_per_s"]) / float(row["model_seq_per_s"]), 0.05)
+
+
+def test_hand_written_crmnet_has_canonical_parameter_count() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from crmnet_keras import build_crmnet
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    assert build_crmnet().count_params() == 34_170_289
+
+
+def test_out_of_memory_is_a_blank_cell(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runners import bench
+
+    def exhausted(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 68719476736 bytes.")
+
+    monkeypatch.setattr(bench, "compiled_model", exhausted)
+    cell = bench.measure(SMALL, batch_size=1 << 20)
+    assert cell.seconds_per_step is None and cell.error == "out of memory"
+    (row,) = bench.table_rows([cell])
+    assert row["ms_per_step"] == row["seq_per_s"] == row["epoch_hours"] == ""
+    assert "out of memory" in bench.text_table([row])
+
+
+def test_other_errors_are_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runners import bench
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("a genuine bug")
+
+    monkeypatch.setattr(bench, "compiled_model", broken)
+    with pytest.raises(ValueError, match="genuine bug"):
+        bench.measure(SMALL)
+
+
+def test_unknown_precision_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from crmlab.cli import main
+
+    assert main(["bench", str(SMALL), "--precisions", "float8", "--no-mlflow", "--out", "/dev/null"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["--precision: unknown precision 'float8' (choose from float32, mixed_float16, mixed_bfloat16)"]

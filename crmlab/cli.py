@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from registry.errors import CrmlabError
 
@@ -123,18 +123,19 @@ def _print_nodes(model: Any, spec: Any) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a study: stages, test metrics, MLflow run."""
-    from runners.study import default_runs_dir, load_train_study
+    from runners.study import checked_runs_dir, load_train_study
     from runners.tracking import Tracker
     from runners.train import train_run
 
-    loaded = load_train_study(args.study, args.set)
+    runs_dir = checked_runs_dir(args.runs_dir)
+    loaded = load_train_study(args.study, args.set, assemble=True)
     tracker = None if args.no_mlflow else Tracker(args.tracking_uri, loaded.study.name)
     result = train_run(
         loaded.graph,
         loaded.study.recipe,
         loaded.datasets,
         loaded.tests,
-        Path(args.runs_dir) if args.runs_dir else default_runs_dir(),
+        runs_dir,
         tracker=tracker,
         run_name=loaded.study.name,
         verbose=args.verbose,
@@ -149,28 +150,30 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     """Run an ablation study (variants x seeds), then print and write the comparison."""
-    from runners.study import default_runs_dir
+    from runners.study import checked_runs_dir
     from search.ablation import load_ablation, run_ablation
     from search.report import table_text
 
+    runs_dir = checked_runs_dir(args.runs_dir)
     ablation = load_ablation(args.study, args.set)
-    runs_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
     names = ", ".join(f"{v.name} ({v.parameters:,} params)" for v in ablation.variants)
     print(f"{ablation.doc.name}: {len(ablation.variants)} variants x {len(ablation.doc.seeds)} seeds: {names}")
     _, rows, report = run_ablation(ablation, runs_dir, args.tracking_uri, jobs=args.jobs, mlflow=not args.no_mlflow)
     print(table_text(rows))
     print(f"report: {report}")
-    return 0
+    for (name, seed), reason in ablation.failed.items():
+        print(f"{args.study}: {name} seed={seed} failed: {reason}", file=sys.stderr)
+    return 1 if ablation.failed else 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Compare the finished runs of an ablation study against canonical (trains nothing)."""
-    from runners.study import default_runs_dir
+    from runners.study import checked_runs_dir
     from search.ablation import collect, load_ablation
     from search.report import compare, table_text, write_all
 
+    runs_dir = checked_runs_dir(args.runs_dir)
     ablation = load_ablation(args.study, args.set, assemble=False)
-    runs_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
     results, missing = collect(ablation, runs_dir)
     if missing:
         raise CrmlabError(f"{args.study}: {len(missing)} run(s) not finished: {', '.join(missing)}; run crmlab ablate")
@@ -209,8 +212,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``crmlab train: --verbose: invalid choice ...``), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message.removeprefix('argument ')} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crmlab", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(prog="crmlab", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -249,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
         p.add_argument("--runs-dir", help="run directories (default: CRMLAB_RUNS or ./crmlab-runs)")
         if name == "ablate":
-            p.add_argument("--jobs", type=int, default=1, help="train runs in N parallel processes")
+            p.add_argument("--jobs", type=_positive_int, default=1, help="train runs in N parallel processes")
             p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
         p.set_defaults(func=func)
     p = sub.add_parser("bench", help="time training steps of a spec: batch sizes x precisions x backends x strategies")

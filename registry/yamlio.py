@@ -5,7 +5,9 @@ Compared with ``yaml.safe_load`` this loader also:
 * rejects duplicate mapping keys (PyYAML silently keeps the last one, hiding typos in long specs);
 * reads ``1e-4`` and ``1E5`` as floats, as YAML 1.2 does (PyYAML's YAML 1.1 resolver reads them as strings);
 * reports syntax errors and tags that would construct Python objects (``!!python/object``) as a
-  one-line :class:`~registry.errors.SpecError` with the file and line.
+  one-line :class:`~registry.errors.SpecError` with the file and line;
+* rejects recursive aliases and documents that aliases expand beyond :data:`MAX_VALUES` values (a "billion laughs"
+  document is a few lines that expand to billions of values once validated, copied or printed).
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from typing import Any
 import yaml
 
 from registry.errors import SpecError
+
+MAX_VALUES = 1_000_000
+"""The most values (scalars, lists and mappings, counted as if every alias were written out) one document may hold."""
+MAX_DEPTH = 64
+"""The deepest nesting of lists and mappings a document may have (validating deeper data exhausts the stack)."""
 
 _FLOAT = re.compile(
     r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -58,10 +65,39 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+def _expanded_size(data: Any, file: str) -> int:
+    """The number of values in ``data`` with every alias written out (shared objects counted once per use)."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(node: Any, depth: int) -> int:
+        if not isinstance(node, dict | list):
+            return 1
+        if depth > MAX_DEPTH:
+            raise SpecError(file, "", f"invalid YAML: lists and mappings nested more than {MAX_DEPTH} deep")
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_:
+            raise SpecError(file, "", "invalid YAML: a recursive alias (an anchor used inside itself)")
+        open_.add(key)
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child, depth + 1)
+            if total > MAX_VALUES:
+                break
+        open_.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(data, 1)
+
+
 def loads(text: str, file: str = "<string>") -> Any:
     """Parse YAML text safely; errors become ``SpecError('file:line', '', message)``."""
     try:
-        return yaml.load(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{file}:{mark.line + 1}" if mark else file
@@ -71,6 +107,11 @@ def loads(text: str, file: str = "<string>") -> Any:
         raise SpecError(where, "", f"invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise SpecError(file, "", f"invalid YAML: {exc}") from None
+    except RecursionError:
+        raise SpecError(file, "", "invalid YAML: nested too deeply") from None
+    if _expanded_size(data, file) > MAX_VALUES:
+        raise SpecError(file, "", f"invalid YAML: aliases expand it beyond {MAX_VALUES:,} values")
+    return data
 
 
 def load(path: str | Path) -> Any:

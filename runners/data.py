@@ -1,9 +1,10 @@
 """Training data: sequence tables and FASTA files -> ``uint8`` tokens and ``float32`` values, cached on disk.
 
-Tokens: 0 = N, 1 = A, 2 = C, 3 = G, 4 = T (the CRMnet order); sequences are padded with N or truncated at the
-3' end to the model length. A :class:`DataSource` says where the data is and how to read it, :func:`load` turns it
-into a :class:`Dataset` (tokenised once, then cached by content hash), and :func:`split` cuts a dataset into
-index arrays, at random or by whole groups (e.g. sequence clusters, so near-duplicates never straddle a split).
+Tokens: 0 = N, 1 = A, 2 = C, 3 = G, 4 = T (the CRMnet order); sequences are padded with N at the 3' end to the
+model length, and a longer one is an error unless its source says ``too_long: truncate``. A :class:`DataSource`
+says where the data is and how to read it, :func:`load` turns it into a :class:`Dataset` (tokenised once, then
+cached by content hash), and :func:`split` cuts a dataset into index arrays, at random or by whole groups (e.g.
+sequence clusters, so near-duplicates never straddle a split).
 
 Every mistake in the data is a one-line :class:`~registry.errors.SpecError`: ``FILE: key.path: message`` for a
 setting (``data/x.tsv: data.train.sequence_column: no column 'seqq' (did you mean 'seq'?)``) and ``FILE:LINE:
@@ -167,6 +168,8 @@ class DataSource(pydantic.BaseModel):
         values_file: FASTA only: a table (tsv/csv) with an ``id`` column and the value column; without it each
             FASTA header carries its value, ``>id value`` or ``>id|value``.
         group_column: a column carried along as :attr:`Dataset.groups`, for grouped splits (e.g. ``cluster``).
+        too_long: a sequence longer than the model input is an ``error``, or is cut at the 3' end (``truncate``,
+            as the CRMnet reference code does).
     """
 
     model_config = pydantic.ConfigDict(extra="forbid")
@@ -179,6 +182,7 @@ class DataSource(pydantic.BaseModel):
     unknown: Literal["error", "as_n"] = "error"
     values_file: str | None = None
     group_column: str | None = None
+    too_long: Literal["error", "truncate"] = "error"
 
 
 @dataclass(eq=False)
@@ -369,13 +373,18 @@ def _where(df: pd.DataFrame, where: Mapping[str, Any], label: str, key: str) -> 
 
 
 def _numbers(column: pd.Series, lines: np.ndarray, label: str, name: str) -> np.ndarray:
-    """Parse a value column as ``float32`` ``(rows,)``; an empty, non-numeric or infinite value is an error."""
+    """Parse a value column as ``float32`` ``(rows,)``; an empty, non-numeric, infinite or out-of-``float32``-range
+    value is an error."""
     values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(values)
     if bad.any():
         i = int(np.argmax(bad))
         what = "non-finite" if np.isinf(values[i]) else "empty or non-numeric"
         raise SpecError(f"{label}:{lines[i]}", "", f"{what} value in column '{name}'")
+    huge = np.abs(values) > np.finfo(np.float32).max
+    if huge.any():
+        i = int(np.argmax(huge))
+        raise SpecError(f"{label}:{lines[i]}", "", f"value {values[i]:g} in column '{name}' is beyond float32 range")
     return values.astype(np.float32)
 
 
@@ -555,6 +564,20 @@ def _parse(
     return _parse_table(text, "\t" if fmt == "tsv" else ",", source, label, key)
 
 
+def _check_lengths(table: _Table, length: int, label: str, key: str) -> None:
+    """A sequence longer than the model input ``length`` is an error naming its line and the setting to cut it."""
+    lengths = np.fromiter(map(len, table.sequences), dtype=np.int64, count=len(table.sequences))
+    too_long = lengths > length
+    if too_long.any():
+        row = int(np.argmax(too_long))
+        raise SpecError(
+            f"{label}:{table.lines[row]}",
+            "",
+            f"sequence of {lengths[row]} nt is longer than the model input ({length}); "
+            f"set {key}.too_long: truncate to cut it at the 3' end",
+        )
+
+
 # ------------------------------------------------------------------------------------------------------ caching
 def default_cache_dir() -> Path:
     """The token cache: ``$CRMLAB_CACHE`` if set, else ``$XDG_CACHE_HOME/crmlab/tokens`` (``~/.cache/...``)."""
@@ -568,7 +591,9 @@ def default_cache_dir() -> Path:
 def _cache_key(source: DataSource, length: int, raw: bytes, values_raw: bytes | None) -> str:
     """SHA-256 of the format version, the source's fields, the length and the file bytes (and values file)."""
     h = hashlib.sha256(f"crmlab-tokens-v{FORMAT_VERSION}\n".encode())
-    h.update(json.dumps({"source": source.model_dump(mode="json"), "length": length}, sort_keys=True).encode())
+    # ``too_long: truncate`` (the behaviour before the setting existed) keeps the keys of earlier caches and runs
+    fields = source.model_dump(mode="json", exclude={"too_long"} if source.too_long == "truncate" else None)
+    h.update(json.dumps({"source": fields, "length": length}, sort_keys=True).encode())
     for blob in (raw, values_raw):
         if blob is not None:
             h.update(b"\n" + len(blob).to_bytes(8, "little"))
@@ -658,6 +683,8 @@ def load(
         if values_path is not None and values_raw is not None:
             values = (_text(values_raw, values_path, str(values_path)), str(values_path))
         table = _parse(source, fmt, text, label, key, values)
+        if source.too_long == "error":
+            _check_lengths(table, length, label, key)
         try:
             tokens = _tokens(table.sequences, length, source.unknown == "as_n")
         except _BadCharacter as bad:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from registry import yamlio
 from registry.errors import Issue, SpecError, SpecErrors, did_you_mean
@@ -67,11 +67,12 @@ class EarlyStopping(_Strict):
     patience: int = Field(default=10, ge=1)
     restore_best: bool = True
 
-    @model_validator(mode="after")
-    def _known_monitor(self) -> EarlyStopping:
-        if self.monitor not in MONITORS:
-            raise ValueError(f"monitor '{self.monitor}' is not logged{did_you_mean(self.monitor, MONITORS)}")
-        return self
+    @field_validator("monitor")
+    @classmethod
+    def _known_monitor(cls, monitor: str) -> str:
+        if monitor not in MONITORS:
+            raise ValueError(f"monitor '{monitor}' is not logged{did_you_mean(monitor, MONITORS)}")
+        return monitor
 
     @property
     def mode(self) -> str:
@@ -175,20 +176,39 @@ def parse_recipe(doc: Any, data: Mapping[str, DataSource], file: str, prefix: st
     return recipe
 
 
+def referenced_file(base_dir: Path, name: str, file: str, key: str) -> Path:
+    """The file a study key names (relative to ``base_dir``); a missing one is ``FILE: key: no such file NAME``."""
+    try:
+        path = base_dir / name
+        found = path.is_file()
+    except (OSError, ValueError) as exc:  # a NUL byte, a name too long for the file system
+        raise SpecError(file, key, f"cannot use {name!r} as a file name: {exc}") from None
+    if not found:
+        raise SpecError(file, key, f"no such file {path}" if not path.is_dir() else f"{path} is a folder, not a file")
+    return path
+
+
 def inline_recipe(doc: dict[str, Any], base_dir: Path, file: str) -> dict[str, Any]:
     """Replace ``recipe: FILE`` (relative to ``base_dir``) by the file's mapping, so ``--set recipe.x`` reaches it."""
     if isinstance(doc.get("recipe"), str):
-        recipe = yamlio.load(base_dir / doc["recipe"])
+        recipe = yamlio.load(referenced_file(base_dir, doc["recipe"], file, "recipe"))
         if not isinstance(recipe, dict):
             raise SpecError(file, "recipe", f"{doc['recipe']} must hold a mapping")
         doc = {**doc, "recipe": recipe}
     return doc
 
 
-def parse_train_study(doc: Any, file: str, base_dir: Path | None = None) -> TrainStudy:
-    """Validate a train-study document. ``recipe`` may be a mapping or a path (relative to the study file)."""
+def check_study_document(doc: Any, file: str) -> None:
+    """A study document must be a mapping: an empty file or a list is a one-line error."""
+    if doc is None:
+        raise SpecError(file, "", "the file is empty; a study needs kind, name, graph, data and recipe")
     if not isinstance(doc, dict):
         raise SpecError(file, "", f"a study must be a mapping, got {type(doc).__name__}")
+
+
+def parse_train_study(doc: Any, file: str, base_dir: Path | None = None) -> TrainStudy:
+    """Validate a train-study document. ``recipe`` may be a mapping or a path (relative to the study file)."""
+    check_study_document(doc, file)
     doc = inline_recipe(doc, base_dir if base_dir is not None else Path(file).parent, file)
     try:
         study = TrainStudy.model_validate({**doc, "source": file})

@@ -9,16 +9,35 @@ from pathlib import Path
 from typing import Any
 
 from registry import yamlio
-from registry.errors import Issue, SpecErrors
+from registry.errors import CrmlabError, Issue, SpecError, SpecErrors
 from registry.patch import parse_assignment, set_path
 from registry.spec import GraphSpec, load_graph
 from registry.validate import resolve_graph
 from runners import data as data_mod
-from runners.recipe import TrainStudy, inline_recipe, parse_train_study
+from runners.recipe import Recipe, TrainStudy, check_study_document, inline_recipe, parse_train_study, referenced_file
 
 
 def default_runs_dir() -> Path:
     return Path(os.environ.get("CRMLAB_RUNS", "crmlab-runs"))
+
+
+def checked_runs_dir(arg: str | None) -> Path:
+    """``--runs-dir`` (default :func:`default_runs_dir`), checked before anything is written: the path, or its
+    nearest existing parent, must be a writable folder. The folder itself is made by the first run."""
+    path = Path(arg) if arg else default_runs_dir()
+    flag = "--runs-dir" if arg or "CRMLAB_RUNS" not in os.environ else "CRMLAB_RUNS"
+    try:
+        existing = next(p for p in (path, *path.parents) if p.exists())
+    except (OSError, ValueError) as exc:
+        raise CrmlabError(f"{flag}: cannot use {str(path)!r}: {exc}") from None
+    except StopIteration:
+        return path
+    if not existing.is_dir():
+        where = "" if existing == path else f" ({existing} is a file)"
+        raise CrmlabError(f"{flag}: {path} is not a folder{where}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CrmlabError(f"{flag}: cannot write in {existing}")
+    return path
 
 
 def apply_overrides(doc: Any, assignments: Sequence[str], file: str) -> Any:
@@ -36,6 +55,39 @@ def _blame_flag(issue: Issue, keys: Sequence[str]) -> Issue:
     return issue
 
 
+def blame_overrides(exc: SpecErrors, overrides: Sequence[str]) -> SpecErrors:
+    """``exc`` with the issues at keys that ``--set`` assignments wrote reported against the flag."""
+    keys = [parse_assignment(o)[0] for o in overrides]
+    return SpecErrors(_blame_flag(i, keys) for i in exc.issues)
+
+
+def check_splits(recipe: Recipe, datasets: dict[str, data_mod.Dataset], file: str, seeds: Sequence[int]) -> None:
+    """Split every stage's data as training will (for each seed), so a split that leaves training or validation
+    empty is ``FILE: recipe.stages.N.split: ...`` before anything is written, not a failure mid-run."""
+    for seed in seeds:
+        for i, stage in enumerate(recipe.stages):
+            if stage.split.method == "files":
+                continue
+            frac = stage.split.validation_fraction
+            try:
+                data_mod.split(datasets[stage.data], stage.split.method, (1 - frac, frac), seed)
+            except SpecErrors as exc:
+                message = exc.issues[0].message
+                raise SpecError(file, f"recipe.stages.{i}.split", f"data set '{stage.data}': {message}") from None
+
+
+def check_assembles(graph: GraphSpec) -> int:
+    """Build the model once (catches shape errors before anything is written); returns its parameter count."""
+    import keras
+
+    from blocks.assemble import assemble, parameter_counts
+
+    try:
+        return parameter_counts(assemble(graph))["total"]
+    finally:
+        keras.backend.clear_session()
+
+
 @dataclass
 class LoadedStudy:
     """A validated study with its resolved graph and loaded data, ready to train."""
@@ -46,20 +98,20 @@ class LoadedStudy:
     tests: dict[str, data_mod.Dataset]
 
 
-def load_train_study(path: str | Path, overrides: Sequence[str] = ()) -> LoadedStudy:
-    """Read, override, validate; resolve the graph; load and encode every data and test set (cached)."""
+def load_train_study(path: str | Path, overrides: Sequence[str] = (), assemble: bool = False) -> LoadedStudy:
+    """Read, override, validate; resolve the graph; load and encode every data and test set (cached); check each
+    stage's split and (with ``assemble``) build the model once, so every mistake shows before anything is written."""
     path = Path(path)
+    file = str(path)
     doc = yamlio.load(path)
-    if isinstance(doc, dict):
-        doc = inline_recipe(doc, path.parent, str(path))
-    doc = apply_overrides(doc, overrides, str(path))
-    keys = [parse_assignment(o)[0] for o in overrides]
+    check_study_document(doc, file)
+    doc = apply_overrides(inline_recipe(doc, path.parent, file), overrides, file)
     try:
-        study = parse_train_study(doc, str(path))
+        study = parse_train_study(doc, file)
     except SpecErrors as exc:
-        raise SpecErrors(_blame_flag(i, keys) for i in exc.issues) from None
+        raise blame_overrides(exc, overrides) from None
     base = path.parent
-    graph = resolve_graph(load_graph(base / study.graph))
+    graph = resolve_graph(load_graph(referenced_file(base, study.graph, file, "graph")))
     length = graph.inputs[next(iter(graph.inputs))].shape[0]
     datasets = {
         name: data_mod.load(src, length=length, base_dir=base, name=name, key=f"data.{name}")
@@ -69,4 +121,7 @@ def load_train_study(path: str | Path, overrides: Sequence[str] = ()) -> LoadedS
         name: data_mod.load(src, length=length, base_dir=base, name=name, key=f"test_sets.{name}")
         for name, src in study.test_sets.items()
     }
+    check_splits(study.recipe, datasets, file, [study.recipe.seed])
+    if assemble:
+        check_assembles(graph)
     return LoadedStudy(study, graph, datasets, tests)

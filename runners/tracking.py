@@ -8,6 +8,7 @@ working directory with artifacts under ``./mlartifacts``; no server to start. ``
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import subprocess
@@ -74,6 +75,8 @@ class Tracker:
 
         self.uri = tracking_uri or default_tracking_uri()
         self._mlflow = mlflow
+        for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..." on stderr
+            logging.getLogger(name).setLevel(logging.WARNING)
         try:
             self.client = MlflowClient(tracking_uri=self.uri)
             with _quick_failure():
@@ -98,6 +101,24 @@ class Tracker:
         else:
             self.run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
         return self.run_id
+
+    def unfinished_run(self, tags: Mapping[str, str]) -> str | None:
+        """The newest run of this experiment still RUNNING with all of ``tags``, or None.
+
+        A process killed between creating its run and recording the id leaves such a run behind; the next attempt
+        at the same work reopens it instead of leaving it RUNNING forever beside a duplicate.
+        """
+        from mlflow.entities import ViewType
+
+        (key, value), *others = tags.items()
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{key}` = '{value}' and attributes.status = 'RUNNING'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            order_by=["attributes.start_time DESC"],
+        )
+        found = (r for r in runs if all(r.data.tags.get(k) == v for k, v in others))
+        return next((r.info.run_id for r in found), None)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param

@@ -209,6 +209,11 @@ class _EpochControl(keras.callbacks.Callback):
         for key in ("loss", "val_loss"):
             if key in logs and not math.isfinite(logs[key]):
                 raise TrainingFailed(f"{self.stage.name}: {key} is {logs[key]} at epoch {epoch + 1} (diverged)")
+        if not all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in self.model.trainable_weights):
+            raise TrainingFailed(
+                f"{self.stage.name}: weights are not finite after epoch {epoch + 1} (exploding gradients; "
+                "lower the learning rate or set recipe.clipnorm)"
+            )
         value = logs.get(self.es.monitor)
         if value is None:
             raise TrainingFailed(f"early_stopping.monitor '{self.es.monitor}' was not logged (have {sorted(logs)})")
@@ -378,7 +383,11 @@ def train_run(
         commit = git_commit(Path(__file__).parent)
         if commit:
             all_tags["mlflow.source.git.commit"] = commit
-        state["mlflow_run_id"] = tracker.start(run_name or graph.name, all_tags, state["mlflow_run_id"])
+        all_tags["crmlab.run_dir"] = str(run_dir.resolve())
+        # a kill between creating the MLflow run and committing its id leaves an unfinished run with these tags
+        mine = {"crmlab.run_key": key, "crmlab.run_dir": all_tags["crmlab.run_dir"]}
+        run_id = state["mlflow_run_id"] or tracker.unfinished_run(mine)
+        state["mlflow_run_id"] = tracker.start(run_name or graph.name, all_tags, run_id)
         state.commit()
         tracker.log_params(flatten({"graph": graph.to_dict(), "recipe": recipe.model_dump(mode="json")}))
         tracker.log_params({"parameters.total": counts["total"], "parameters.trainable": counts["trainable"]})

@@ -12,6 +12,7 @@ variant x seed linked by the ``mlflow.parentRunId`` tag and tagged with variant,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -30,9 +31,9 @@ from registry.validate import resolve_graph
 from registry.variants import Patch, apply_patch, check_leave_one_out, parse_patch
 from runners import data as data_mod
 from runners.data import DataSource
-from runners.recipe import Recipe, inline_recipe, parse_recipe
-from runners.study import apply_overrides
-from runners.train import RunResult, digest
+from runners.recipe import Recipe, check_study_document, inline_recipe, parse_recipe, referenced_file
+from runners.study import apply_overrides, blame_overrides, check_splits
+from runners.train import RunResult, TrainingFailed, digest
 
 REFERENCE = "canonical"
 
@@ -75,6 +76,8 @@ class Ablation:
     variants: list[Variant]
     datasets: dict[str, data_mod.Dataset] = field(default_factory=dict)
     tests: dict[str, data_mod.Dataset] = field(default_factory=dict)
+    failed: dict[tuple[str, int], str] = field(default_factory=dict)
+    """Runs that failed (diverged) in :func:`run_ablation`, by (variant, seed), with the reason."""
 
     @property
     def key(self) -> str:
@@ -113,18 +116,24 @@ def _in_variant(issue: Issue, file: str, name: str) -> Issue:
 
 
 def load_ablation(path: str | Path, overrides: Sequence[str] = (), assemble: bool = True) -> Ablation:
-    """Validate the study and every variant (and, with ``assemble``, build each model once); load the data."""
-    path = Path(path)
+    """Validate the study and every variant (and, with ``assemble``, build each model once); load the data and
+    check every stage's split for every seed. Issues at keys that ``overrides`` set are reported against ``--set``."""
+    try:
+        return _load_ablation(Path(path), list(overrides), assemble)
+    except SpecErrors as exc:
+        raise blame_overrides(exc, overrides) from None
+
+
+def _load_ablation(path: Path, overrides: list[str], assemble: bool) -> Ablation:
     file = str(path)
     raw = yamlio.load(path)
-    if not isinstance(raw, dict):
-        raise SpecErrors([Issue(file, "", f"a study must be a mapping, got {type(raw).__name__}")])
+    check_study_document(raw, file)
     raw = apply_overrides(inline_recipe(raw, path.parent, file), overrides, file)
     try:
         doc = AblationDoc.model_validate(raw)
     except ValidationError as exc:
         raise SpecErrors(pydantic_issues(exc, file, AblationDoc)) from None
-    graph_path = path.parent / doc.graph
+    graph_path = referenced_file(path.parent, doc.graph, file, "graph")
     base_graph = yamlio.load(graph_path)
     if not isinstance(base_graph, dict):
         raise SpecErrors([Issue(str(graph_path), "", "a graph spec must be a mapping")])
@@ -153,7 +162,12 @@ def load_ablation(path: str | Path, overrides: Sequence[str] = (), assemble: boo
         n: data_mod.load(s, length=length, base_dir=base, name=n, key=f"test_sets.{n}")
         for n, s in doc.test_sets.items()
     }
-    return Ablation(path, list(overrides), doc, variants, datasets, tests)
+    for v in variants:
+        try:
+            check_splits(v.recipe, datasets, file, doc.seeds)
+        except SpecErrors as exc:
+            raise SpecErrors(_in_variant(i, file, v.name) for i in exc.issues) from None
+    return Ablation(path, overrides, doc, variants, datasets, tests)
 
 
 def _assemble_all(variants: list[Variant], file: str) -> None:
@@ -184,8 +198,17 @@ def parent_run(ablation: Ablation, runs_dir: Path, tracking_uri: str | None) -> 
     state_file = _state_path(runs_dir, ablation)
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     tracker = Tracker(tracking_uri, ablation.doc.name)
-    tags = {"crmlab.kind": "ablation", "crmlab.study_key": ablation.key, "crmlab.study": str(ablation.path)}
-    run_id = tracker.start(f"{ablation.doc.name} (study)", tags, state.get("parent_run_id"))
+    tags = {
+        "crmlab.kind": "ablation",
+        "crmlab.study_key": ablation.key,
+        "crmlab.study": str(ablation.path),
+        "crmlab.runs_dir": str(runs_dir.resolve()),
+    }
+    # a kill between creating the parent run and writing its id leaves it RUNNING: reopen it, make no second one
+    reopen = state.get("parent_run_id") or tracker.unfinished_run(
+        {k: tags[k] for k in ("crmlab.study_key", "crmlab.runs_dir")}
+    )
+    run_id = tracker.start(f"{ablation.doc.name} (study)", tags, reopen)
     if not state:
         tracker.log_params(flatten({"seeds": ablation.doc.seeds, "variants": [v.name for v in ablation.variants]}))
         state_file.parent.mkdir(parents=True, exist_ok=True)
@@ -264,6 +287,11 @@ def run_ablation(
 ) -> tuple[dict[tuple[str, int], RunResult], list[Any], Path]:
     """Train every variant x seed not yet finished, then compare against canonical.
 
+    A run that fails (:class:`~runners.train.TrainingFailed`: a diverged loss) does not stop the others: it is
+    recorded in ``ablation.failed``, its MLflow run is marked FAILED, its variant is left out of the comparison and
+    listed in ``report.md`` and on the parent run (tag ``crmlab.failed_runs``). If canonical fails there is nothing
+    to compare against: the other runs are still trained, then ``TrainingFailed`` is raised.
+
     Returns:
         The results keyed by (variant, seed), the comparison rows and the path of ``report.md`` (also logged,
         with the plots and per-variant metrics, on the study's MLflow parent run).
@@ -274,27 +302,63 @@ def run_ablation(
         tracker, parent_id = parent_run(ablation, runs_dir, tracking_uri)
     todo = [(v.name, s) for s in ablation.doc.seeds for v in ablation.variants]
     total = len(todo)
+    ablation.failed = {}
+
+    def failed(done: int, name: str, seed: int, exc: TrainingFailed) -> None:
+        ablation.failed[(name, seed)] = str(exc)
+        progress(f"[{done}/{total}] {name} seed={seed}: FAILED: {exc}")
+
     if jobs > 1:
         backend = os.environ.get("KERAS_BACKEND")
-        args = [
-            (str(ablation.path), ablation.overrides, n, s, str(runs_dir), tracking_uri, parent_id, backend)
-            for n, s in todo
-        ]
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for done, (name, seed) in enumerate(pool.map(_worker, args), start=1):
+            args = [
+                (str(ablation.path), ablation.overrides, n, s, str(runs_dir), tracking_uri, parent_id, backend)
+                for n, s in todo
+            ]
+            futures = [pool.submit(_worker, a) for a in args]
+            for done, (future, (name, seed)) in enumerate(zip(futures, todo, strict=True), start=1):
+                try:
+                    future.result()
+                except TrainingFailed as exc:
+                    failed(done, name, seed, exc)
+                    continue
                 progress(f"[{done}/{total}] {name} seed={seed} done")
     results = {}
     for done, (name, seed) in enumerate(todo, start=1):
-        result = run_one(ablation, name, seed, runs_dir, tracking_uri, parent_id)
+        if (name, seed) in ablation.failed:
+            continue
+        try:
+            result = run_one(ablation, name, seed, runs_dir, tracking_uri, parent_id)
+        except TrainingFailed as exc:
+            failed(done, name, seed, exc)
+            continue
         results[(name, seed)] = result
         if jobs <= 1:
             r = next(iter(result.test_metrics.values()))["pearson_r"]
             progress(f"[{done}/{total}] {name} seed={seed}: r = {r:.4f} ({next(iter(result.test_metrics))})")
     from search.report import compare, log_comparison, write_all
 
-    rows = compare(ablation, results)
-    files = write_all(ablation, rows, results, runs_dir)
+    if any(name == REFERENCE for name, _ in ablation.failed):
+        if tracker is not None:
+            tracker.set_tags({"crmlab.failed_runs": _failed_text(ablation)})
+            tracker.end("FAILED")
+        reasons = _failed_text(ablation)
+        raise TrainingFailed(f"{ablation.path}: {REFERENCE} failed, nothing to compare against: {reasons}")
+    dropped = {name for name, _ in ablation.failed}
+    compared = dataclasses.replace(ablation, variants=[v for v in ablation.variants if v.name not in dropped])
+    rows = compare(compared, results)
+    files = write_all(compared, rows, results, runs_dir)
+    if ablation.failed:
+        with open(files[0], "a") as fh:
+            fh.write("\n## Failed runs (left out of the comparison)\n\n")
+            fh.writelines(f"- {name} seed={seed}: {reason}\n" for (name, seed), reason in ablation.failed.items())
     if tracker is not None:
         log_comparison(rows, files, tracker)
+        if ablation.failed:
+            tracker.set_tags({"crmlab.failed_runs": _failed_text(ablation)})
         tracker.end("FINISHED")
     return results, rows, files[0]
+
+
+def _failed_text(ablation: Ablation) -> str:
+    return "; ".join(f"{name} seed={seed}: {reason}" for (name, seed), reason in ablation.failed.items())

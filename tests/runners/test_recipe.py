@@ -54,7 +54,7 @@ def test_study_references_and_monitor_are_checked() -> None:
     with pytest.raises(SpecErrors) as err:
         parse_train_study(doc, "s.yaml")
     assert [str(i) for i in err.value.issues] == [
-        "s.yaml: recipe.early_stopping: monitor 'val_r2_score' is not logged (did you mean 'val_r2'?)"
+        "s.yaml: recipe.early_stopping.monitor: monitor 'val_r2_score' is not logged (did you mean 'val_r2'?)"
     ]
     doc["recipe"]["early_stopping"] = {"monitor": "val_r2"}
     with pytest.raises(SpecErrors) as err:

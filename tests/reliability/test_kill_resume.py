@@ -1,0 +1,206 @@
+"""SIGKILL ``crmlab train`` and ``crmlab ablate`` (real processes) at chosen and random points, run the same command
+again, and check that nothing was lost or duplicated: every run complete, each epoch in the history once, at most
+one epoch computed again per kill, one MLflow run per piece of work and none left RUNNING.
+
+Kill points are named in :mod:`tests.reliability.killpoint`. The default run survives two kills (one in
+``train``, one in ``ablate``); ``pytest -m slow`` kills at every point and at random moments."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.workspace import ROOT, make_workspace, mlflow_runs
+
+LIMIT_S = 600
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    return make_workspace(tmp_path)
+
+
+def _env(root: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "CRMLAB_RUNS")}
+    return {**env, "PYTHONPATH": str(ROOT), "CRMLAB_CACHE": str(root / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def _command(root: Path, args: list[str], point: str = "none", n: int = 1) -> list[str]:
+    trace = root / "trace.txt"
+    common = ["--runs-dir", str(root / "runs"), "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}"]
+    return [sys.executable, "-m", "tests.reliability.killpoint", point, str(n), str(trace), "--", *args, *common]
+
+
+def run_killed_at(root: Path, args: list[str], point: str, n: int) -> None:
+    """Run until the kill point; the process must die by SIGKILL there."""
+    proc = subprocess.run(
+        _command(root, args, point, n), cwd=root, env=_env(root), capture_output=True, text=True, timeout=LIMIT_S
+    )
+    assert proc.returncode == -signal.SIGKILL, (
+        f"not killed at {point} #{n}: rc {proc.returncode}\n{proc.stderr[-3000:]}"
+    )
+
+
+def run_killed_after(root: Path, args: list[str], rng: random.Random, most_s: float) -> bool:
+    """Kill at a random moment once training has begun (``False`` if the run finished first)."""
+    trace = root / "trace.txt"
+    begun = trace.read_text().count("\n") if trace.exists() else 0
+    proc = subprocess.Popen(
+        _command(root, args), cwd=root, env=_env(root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + LIMIT_S
+    while proc.poll() is None and time.monotonic() < deadline:
+        if trace.exists() and trace.read_text().count("\n") > begun:
+            time.sleep(rng.uniform(0, most_s))
+            break
+        time.sleep(0.1)
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    return True
+
+
+def run_to_the_end(root: Path, args: list[str]) -> str:
+    proc = subprocess.run(
+        _command(root, args), cwd=root, env=_env(root), capture_output=True, text=True, timeout=LIMIT_S
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout
+
+
+def epochs_begun(root: Path) -> Counter[str]:
+    trace = root / "trace.txt"
+    return Counter(trace.read_text().splitlines() if trace.exists() else [])
+
+
+def check_recomputation(root: Path, kills: int) -> None:
+    """At most one epoch computed again per kill."""
+    begun = epochs_begun(root)
+    again = sum(n - 1 for n in begun.values())
+    assert again <= kills, f"{again} epochs recomputed after {kills} kills: {begun}"
+
+
+TRAIN_ARGS = ["train", "studies/train.yaml", "--verbose", "0", "--set", "recipe.stages.0.epochs=3"]
+TRAIN_EPOCHS = [("pretrain", 1), ("pretrain", 2), ("pretrain", 3), ("finetune", 1), ("finetune", 2)]
+
+
+def check_train_complete(root: Path, kills: int) -> None:
+    results = list((root / "runs").glob("*/result.json"))
+    assert len(results) == 1, results
+    result = json.loads(results[0].read_text())
+    assert [(h["stage"], h["epoch"]) for h in result["history"]] == TRAIN_EPOCHS
+    runs = mlflow_runs(root / "mlflow.db")
+    assert [r.info.status for r in runs] == ["FINISHED"], [(r.info.run_id, r.info.status) for r in runs]
+    assert runs[0].info.run_id == result["mlflow_run_id"]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    steps = [m.step for m in client.get_metric_history(result["mlflow_run_id"], "val_r2")]
+    assert sorted(steps) == list(range(1, len(TRAIN_EPOCHS) + 1)), "every epoch logged to MLflow exactly once"
+    assert "test.native.pearson_r" in runs[0].data.metrics
+    check_recomputation(root, kills)
+
+
+def ablate_args(seeds: list[int]) -> list[str]:
+    """The tiny ablation: canonical and no_transformer, one pretraining and one fine-tuning epoch per run."""
+    return [
+        "ablate",
+        "studies/ablation.yaml",
+        "--set",
+        "variants={}",
+        "--set",
+        "leave_one_out=[transformer]",
+        "--set",
+        f"seeds={seeds}",
+    ]
+
+
+def check_ablation_complete(root: Path, kills: int, seeds: list[int]) -> None:
+    expected = {(v, str(s)) for v in ("canonical", "no_transformer") for s in seeds}
+    finished = [json.loads(p.read_text()) for p in (root / "runs").glob("*/result.json")]
+    assert len(finished) == len(expected)
+    for r in finished:
+        assert [(h["stage"], h["epoch"]) for h in r["history"]] == [("pretrain", 1), ("finetune", 1)]
+    runs = mlflow_runs(root / "mlflow.db")
+    parents = [r for r in runs if r.data.tags.get("crmlab.kind") == "ablation"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(runs) == len(parents) + len(children), "stray MLflow runs"
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    labels = sorted((c.data.tags["crmlab.variant"], c.data.tags["crmlab.seed"]) for c in children)
+    assert labels == sorted(expected), "one MLflow run per variant x seed, none duplicated"
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert {c.info.run_id for c in children} == {r["mlflow_run_id"] for r in finished}
+    check_recomputation(root, kills)
+
+
+def test_train_survives_a_kill_while_a_checkpoint_is_committed(workspace: Path) -> None:
+    run_killed_at(workspace, TRAIN_ARGS, "state-commit", 4)  # the second epoch's checkpoint, written, not committed
+    run_to_the_end(workspace, TRAIN_ARGS)
+    check_train_complete(workspace, kills=1)
+
+
+def test_ablate_survives_a_kill_inside_its_second_run(workspace: Path) -> None:
+    # 12 + 6 batches per run (pretrain, finetune; plus read-ahead): batch 25 falls in the second run's pretraining
+    run_killed_at(workspace, ablate_args([0]), "batch", 25)
+    out = run_to_the_end(workspace, ablate_args([0]))
+    assert "report:" in out
+    check_ablation_complete(workspace, kills=1, seeds=[0])
+
+
+TRAIN_POINTS = [
+    ("create-run", 1),
+    ("batch", 5),
+    ("state-commit", 2),
+    ("state-committed", 6),
+    ("mlflow-metrics", 2),
+    ("stage-store", 1),
+    ("batch", 40),
+    ("outputs", 1),
+]
+
+
+@pytest.mark.slow
+def test_train_survives_a_kill_at_every_point_and_at_random_moments(workspace: Path) -> None:
+    kills = 0
+    for point, n in TRAIN_POINTS:
+        run_killed_at(workspace, TRAIN_ARGS, point, n)
+        kills += 1
+    rng = random.Random(8)
+    for _ in range(4):
+        kills += run_killed_after(workspace, TRAIN_ARGS, rng, most_s=8.0)
+    run_to_the_end(workspace, TRAIN_ARGS)
+    check_train_complete(workspace, kills)
+    print(f"\nkills survived by train: {kills}")
+
+
+@pytest.mark.slow
+def test_ablate_survives_kills_at_every_stage_of_a_study(workspace: Path) -> None:
+    kills = 0
+    for point, n in [
+        ("create-run", 1),
+        ("create-run", 2),
+        ("batch", 10),
+        ("stage-store", 1),
+        ("outputs", 1),
+        ("state-commit", 9),
+        ("batch", 70),
+    ]:
+        run_killed_at(workspace, ablate_args([0, 1]), point, n)
+        kills += 1
+    rng = random.Random(9)
+    for _ in range(3):
+        kills += run_killed_after(workspace, ablate_args([0, 1]), rng, most_s=10.0)
+    run_to_the_end(workspace, ablate_args([0, 1]))
+    check_ablation_complete(workspace, kills, seeds=[0, 1])
+    print(f"\nkills survived by ablate: {kills}")

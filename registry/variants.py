@@ -92,6 +92,8 @@ def apply_patch(
                     node["inputs"] = list(node.get("inputs", []))[: info.min_inputs]
     if not patch.pretraining:
         stages = recipe.get("stages") or []
+        if not isinstance(stages, list):
+            raise SpecError(file, "recipe.stages", f"must be a list of stages, got {type(stages).__name__}")
         if len(stages) < 2:
             raise SpecError(file, f"{where}.pretraining", "the recipe has a single stage: there is no pretraining")
         recipe["stages"] = stages[-1:]

@@ -137,6 +137,7 @@ def _load_ablation(path: Path, overrides: list[str], assemble: bool) -> Ablation
     base_graph = yamlio.load(graph_path)
     if not isinstance(base_graph, dict):
         raise SpecErrors([Issue(str(graph_path), "", "a graph spec must be a mapping")])
+    parse_graph(base_graph, str(graph_path))  # the shape of the document, before patches walk its nodes
     blocks = core.blocks()
     variants, issues = [], []
     for name, patch in _patches(doc, file).items():

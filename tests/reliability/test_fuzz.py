@@ -233,3 +233,10 @@ def test_the_workspace_files_are_valid_to_start_with(workspace: Path) -> None:
     assert load_train_study(workspace / "studies" / "train.yaml").study.name == "tiny_train"
     assert len(load_ablation(workspace / "studies" / "ablation.yaml", assemble=False).variants) == 4
     assert os.environ["CRMLAB_CACHE"] == str(workspace / "cache")
+
+
+@pytest.mark.parametrize("stages", [{"as_n": None}, 1])
+def test_found_by_fuzzing_pretraining_off_on_stages_that_are_not_a_list(stages: Any, workspace: Path) -> None:
+    doc = {**ABLATION, "recipe": {**ABLATION["recipe"], "stages": stages}}
+    with pytest.raises(CrmlabError, match=r"recipe\.stages: must be a list of stages"):
+        _write_and(lambda p: load_ablation(p, assemble=False), "fuzz_ablation.yaml")(workspace, doc)

@@ -3,7 +3,8 @@ again, and check that nothing was lost or duplicated: every run complete, each e
 one epoch computed again per kill, one MLflow run per piece of work and none left RUNNING.
 
 Kill points are named in :mod:`tests.reliability.killpoint`. The default run survives two kills (one in
-``train``, one in ``ablate``); ``pytest -m slow`` kills at every point and at random moments."""
+``train``, one in ``ablate``); ``pytest -m slow`` kills each command at every point, each time followed by a kill
+at a random moment of the resumed run."""
 
 from __future__ import annotations
 
@@ -168,39 +169,22 @@ TRAIN_POINTS = [
     ("batch", 40),
     ("outputs", 1),
 ]
+ABLATE_POINTS = [("create-run", 1), ("create-run", 2), ("stage-store", 2), ("batch", 25), ("outputs", 1)]
 
 
 @pytest.mark.slow
-def test_train_survives_a_kill_at_every_point_and_at_random_moments(workspace: Path) -> None:
-    kills = 0
-    for point, n in TRAIN_POINTS:
-        run_killed_at(workspace, TRAIN_ARGS, point, n)
-        kills += 1
-    rng = random.Random(8)
-    for _ in range(4):
-        kills += run_killed_after(workspace, TRAIN_ARGS, rng, most_s=8.0)
+@pytest.mark.parametrize(("point", "n"), TRAIN_POINTS, ids=[f"{p}-{n}" for p, n in TRAIN_POINTS])
+def test_train_survives_a_kill_at_every_point_then_at_a_random_moment(workspace: Path, point: str, n: int) -> None:
+    run_killed_at(workspace, TRAIN_ARGS, point, n)
+    kills = 1 + run_killed_after(workspace, TRAIN_ARGS, random.Random(f"{point}{n}"), most_s=8.0)
     run_to_the_end(workspace, TRAIN_ARGS)
     check_train_complete(workspace, kills)
-    print(f"\nkills survived by train: {kills}")
 
 
 @pytest.mark.slow
-def test_ablate_survives_kills_at_every_stage_of_a_study(workspace: Path) -> None:
-    kills = 0
-    for point, n in [
-        ("create-run", 1),
-        ("create-run", 2),
-        ("batch", 10),
-        ("stage-store", 1),
-        ("outputs", 1),
-        ("state-commit", 9),
-        ("batch", 70),
-    ]:
-        run_killed_at(workspace, ablate_args([0, 1]), point, n)
-        kills += 1
-    rng = random.Random(9)
-    for _ in range(3):
-        kills += run_killed_after(workspace, ablate_args([0, 1]), rng, most_s=10.0)
-    run_to_the_end(workspace, ablate_args([0, 1]))
-    check_ablation_complete(workspace, kills, seeds=[0, 1])
-    print(f"\nkills survived by ablate: {kills}")
+@pytest.mark.parametrize(("point", "n"), ABLATE_POINTS, ids=[f"{p}-{n}" for p, n in ABLATE_POINTS])
+def test_ablate_survives_a_kill_at_every_point_then_at_a_random_moment(workspace: Path, point: str, n: int) -> None:
+    run_killed_at(workspace, ablate_args([0]), point, n)
+    kills = 1 + run_killed_after(workspace, ablate_args([0]), random.Random(f"{point}{n}"), most_s=10.0)
+    run_to_the_end(workspace, ablate_args([0]))
+    check_ablation_complete(workspace, kills, seeds=[0])

@@ -12,6 +12,7 @@ are not bit-reproducible unless ``recipe.deterministic`` (TensorFlow op determin
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -68,6 +69,18 @@ def digest(*parts: Any) -> str:
 
 def run_key(graph: GraphSpec, recipe: Recipe, data_hashes: dict[str, str]) -> str:
     return digest(graph.to_dict(), recipe.model_dump(mode="json"), data_hashes)
+
+
+def run_history(
+    graph: GraphSpec,
+    recipe: Recipe,
+    datasets: dict[str, data_mod.Dataset],
+    tests: dict[str, data_mod.Dataset],
+    runs_dir: Path,
+) -> list[dict[str, Any]]:
+    """The per-epoch records this exact run has committed in ``runs_dir`` so far (empty if it never started)."""
+    state = Path(runs_dir) / run_key(graph, recipe, _hashes(datasets, tests)) / "state.json"
+    return json.loads(state.read_text()).get("history", []) if state.exists() else []
 
 
 def _hashes(datasets: dict[str, data_mod.Dataset], tests: dict[str, data_mod.Dataset]) -> dict[str, str]:
@@ -345,7 +358,9 @@ def train_run(
         tracker: MLflow tracker (``None``: no MLflow logging).
         run_name: MLflow run name.
         tags: extra MLflow tags.
-        epoch_hook: called after every epoch with (stage name, epoch, logs); may raise to stop (pruning).
+        epoch_hook: called after every epoch (once it is checkpointed) with (stage name, epoch, logs); may raise
+            to stop the run (pruning, a budget); an exception with an ``mlflow_status`` attribute ends the MLflow
+            run with that status (e.g. ``KILLED`` for a pruned trial), any other ends it ``FAILED``.
         verbose: Keras progress bar setting.
 
     Returns:
@@ -354,6 +369,24 @@ def train_run(
     key = run_key(graph, recipe, _hashes(datasets, tests))
     run_dir = Path(runs_dir) / key
     run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process with the same run waits, then finds it finished
+        return _locked_run(graph, recipe, datasets, tests, run_dir, key, tracker, run_name, tags, epoch_hook, verbose)
+
+
+def _locked_run(
+    graph: GraphSpec,
+    recipe: Recipe,
+    datasets: dict[str, data_mod.Dataset],
+    tests: dict[str, data_mod.Dataset],
+    run_dir: Path,
+    key: str,
+    tracker: Tracker | None,
+    run_name: str,
+    tags: dict[str, str] | None,
+    epoch_hook: EpochHook | None,
+    verbose: int | str,
+) -> RunResult:
     state = _State(run_dir)
     if state["finished"]:
         return _load_result(run_dir, key)
@@ -396,7 +429,8 @@ def train_run(
         result = _train_stages(graph, recipe, datasets, tests, model, dist, state, tracker, epoch_hook, verbose)
     except BaseException as exc:
         if tracker is not None:
-            tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            tracker.end(getattr(exc, "mlflow_status", status))
         raise
     result.parameters = counts
     result.run_key, result.run_dir, result.mlflow_run_id = key, run_dir, state["mlflow_run_id"]

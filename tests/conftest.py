@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from tests.pg import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
@@ -32,3 +37,27 @@ def real_tokens(real_sequences: list[str]) -> np.ndarray:
     from runners.data import encode
 
     return encode(real_sequences)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on 127.0.0.1 (free port) for the whole session; see tests/pg.py.
+
+    Fails, never skips, when PostgreSQL is missing: CI must exercise it (.ci/run installs it).
+    """
+    from tests.pg import PostgresNotFoundError, PostgresServer
+
+    try:
+        server = PostgresServer(dbname="crmlab").start()
+    except PostgresNotFoundError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """SQLAlchemy/Optuna URL of the session's database: ``postgresql+psycopg2://postgres@127.0.0.1:PORT/crmlab``."""
+    return postgres_server.url

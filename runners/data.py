@@ -589,10 +589,12 @@ def default_cache_dir() -> Path:
 
 
 def _cache_key(source: DataSource, length: int, raw: bytes, values_raw: bytes | None) -> str:
-    """SHA-256 of the format version, the source's fields, the length and the file bytes (and values file)."""
+    """SHA-256 of the format version, the source's fields but its file names, the length and the file bytes (and
+    values file): the same data read the same way has the same key wherever the files are (an exported study)."""
     h = hashlib.sha256(f"crmlab-tokens-v{FORMAT_VERSION}\n".encode())
     # ``too_long: truncate`` (the behaviour before the setting existed) keeps the keys of earlier caches and runs
-    fields = source.model_dump(mode="json", exclude={"too_long"} if source.too_long == "truncate" else None)
+    names = {"path", "values_file"}
+    fields = source.model_dump(mode="json", exclude=names | {"too_long"} if source.too_long == "truncate" else names)
     h.update(json.dumps({"source": fields, "length": length}, sort_keys=True).encode())
     for blob in (raw, values_raw):
         if blob is not None:

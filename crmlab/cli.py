@@ -183,6 +183,56 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    """Run a search study (kind: search): canonical once, then trials; leaderboard, importances, export."""
+    from runners.study import checked_runs_dir
+    from search.search import check_export_path, export_best, importances_text, leaderboard_text, load_search
+
+    runs_dir = checked_runs_dir(args.runs_dir)
+    export = check_export_path(args.export)
+    search = load_search(args.study, args.set)
+    doc = search.doc
+    if doc.backend != "optuna" and (args.storage or args.workers > 1):
+        flag = "--storage" if args.storage else "--workers"
+        raise CrmlabError(f"{flag}: only with backend: optuna (keras_tuner distributes with KERASTUNER_* variables)")
+    print(
+        f"{doc.name}: {doc.backend} search, {len(search.space)} parameters, {doc.trials} trials, "
+        f"objective {doc.objective.metric} ({doc.objective.direction}); canonical {search.canonical_parameters:,} "
+        "parameters",
+        flush=True,
+    )
+    progress = (lambda line: print(line, flush=True)) if not args.quiet else None
+    if doc.backend == "optuna":
+        from search import optuna_backend as backend
+
+        study, rows, canonical = backend.run_optuna(
+            search, runs_dir, args.storage, args.tracking_uri, args.workers, not args.no_mlflow, progress or _silent
+        )
+        weights = backend.importances(study)
+    else:
+        from search import kt_backend as backend
+
+        _, rows, canonical = backend.run_keras_tuner(
+            search, runs_dir, args.tracking_uri, not args.no_mlflow, progress or _silent
+        )
+        weights = backend.importances(search, rows)
+    print(leaderboard_text(rows, doc.objective.metric, doc.objective.direction, canonical["value"]))
+    print(importances_text(weights))
+    done = [r for r in rows if r.state == "complete" and r.value is not None]
+    if export is not None:
+        if not done:
+            raise CrmlabError(f"--export: no trial of {doc.name} is complete yet; nothing to export")
+        sign = 1 if doc.objective.direction == "maximize" else -1
+        best = max(done, key=lambda r: sign * r.value)  # type: ignore[operator]
+        study_file, graph_file = export_best(search, best.params, export)
+        print(f"best trial {best.number} exported: {study_file} (graph {graph_file}); train it: crmlab train {export}")
+    return 0
+
+
+def _silent(line: str) -> None:
+    del line
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Time training steps of a spec across batch sizes, precisions, backends and strategies (bench/step_time.py)."""
     from registry.spec import load_graph
@@ -272,6 +322,19 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--jobs", type=_positive_int, default=1, help="train runs in N parallel processes")
             p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
         p.set_defaults(func=func)
+    p = sub.add_parser("search", help="search a space of variants (kind: search) with Optuna or KerasTuner")
+    p.add_argument("study", help="search study YAML (e.g. studies/quick_search.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a study key")
+    p.add_argument("--storage", help="Optuna storage URL, shared by workers (default: sqlite:///<runs-dir>/optuna.db)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="run trials in N local worker processes")
+    p.add_argument("--export", metavar="BEST.yaml", help="write the best trial as a train study (+ BEST.graph.yaml)")
+    p.add_argument("--backend", choices=["tensorflow", "jax"], help="Keras backend")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    p.add_argument("--runs-dir", help="run directories (default: CRMLAB_RUNS or ./crmlab-runs)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-trial progress lines")
+    p.set_defaults(func=cmd_search)
+
     p = sub.add_parser("bench", help="time training steps of a spec: batch sizes x precisions x backends x strategies")
     p.add_argument("spec", help="graph spec YAML (e.g. studies/graphs/crmnet.yaml)")
     p.add_argument("--batch-sizes", type=int, nargs="+", metavar="N", help="per-device batch sizes (32 64 128)")

@@ -1,0 +1,394 @@
+"""``backend: optuna``: a study in an Optuna storage, worked on by any number of processes.
+
+Storage: ``sqlite:///<runs-dir>/optuna.db`` by default (embedded, no server); ``--storage postgresql://...`` (or any
+SQLAlchemy URL Optuna accepts) for workers on several machines. Every worker (``--workers N`` local processes, or
+``crmlab search STUDY --storage URL`` started anywhere) loops: run a waiting (retried) trial or sample a new one
+while fewer than ``trials`` are complete, pruned, failed for a reason, running or waiting; then wait until no trial
+of the study is running, so a trial whose worker died is failed by the heartbeat check (after ``grace`` seconds
+without a heartbeat) and retried by a worker still alive. Trials of a dead worker are retried with the same
+parameters, hence the same run key: the retry resumes the run from its last checkpoint. Running the same command
+again resumes the study. The study is inspectable with ``optuna-dashboard STORAGE_URL``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from registry.errors import CrmlabError
+from registry.space import BoolParam, ChoiceParam, FloatParam, IntParam, Space
+from search.search import (
+    CANONICAL,
+    Search,
+    StopTrial,
+    TrialRow,
+    load_search,
+    open_parent_run,
+    run_trial,
+    train_canonical,
+)
+
+KEY_ATTR = "crmlab.search_key"
+CANONICAL_ATTR = "crmlab.canonical"
+PARENT_ATTR = "crmlab.mlflow_parent_run"
+
+
+class TrialFailed(Exception):
+    """A trial that cannot complete (diverged); Optuna records it FAIL and the study goes on."""
+
+
+def default_storage(runs_dir: Path) -> str:
+    return f"sqlite:///{runs_dir.resolve() / 'optuna.db'}"
+
+
+def open_storage(url: str | None, runs_dir: Path, search: Search) -> RDBStorage:
+    """An Optuna RDB storage with heartbeats and failed-trial retry; a URL that cannot be used is ``--storage: ...``.
+
+    Nothing is written for a bad URL: the connection is made (and the schema created) by the first request.
+    """
+    hb = search.doc.optuna.heartbeat
+    if url is None:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        url = default_storage(runs_dir)
+    scheme = url.split(":", 1)[0].split("+", 1)[0] if ":" in url else ""
+    if scheme not in ("sqlite", "postgresql", "mysql"):
+        raise CrmlabError(f"--storage: {url!r}: use sqlite:///PATH, postgresql://USER@HOST:PORT/DB or mysql://...")
+    if scheme == "sqlite":
+        engine: dict[str, Any] = {"connect_args": {"timeout": 60}}
+    elif scheme == "postgresql":
+        engine = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+    else:
+        engine = {"pool_pre_ping": True}
+    try:
+        with warnings.catch_warnings():  # heartbeats and the retry callback are "experimental" since Optuna 2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=hb.interval,
+                grace_period=hb.grace,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=hb.max_retry),
+            )
+    except Exception as exc:  # driver missing, host unreachable, bad credentials, bad path
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, ModuleNotFoundError):
+            first += " (PostgreSQL needs a driver: pip install 'crmlab[postgres]')"
+        raise CrmlabError(f"--storage: cannot use {url}: {first}") from None
+
+
+def _sampler(search: Search, worker: int) -> optuna.samplers.BaseSampler:
+    o, seed = search.doc.optuna, search.doc.seed + 1000 * worker
+    if o.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if o.sampler == "grid":
+        grid = {p.key: p.finite_values for p in search.space}
+        return optuna.samplers.GridSampler(grid, seed=seed)  # type: ignore[arg-type]
+    if o.sampler == "cmaes":
+        return optuna.samplers.CmaEsSampler(
+            seed=seed, n_startup_trials=o.startup_trials, warn_independent_sampling=False
+        )
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=o.startup_trials, multivariate=True, group=True, constant_liar=True
+    )
+
+
+def _pruner(search: Search) -> optuna.pruners.BasePruner:
+    o = search.doc.optuna
+    last = search.canonical[1].stages[-1]
+    epochs = search.canonical[1].stage_epochs(last)
+    if o.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=o.startup_trials, n_warmup_steps=o.warmup_epochs)
+    if o.pruner == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(o.warmup_epochs, 1), reduction_factor=3)
+    if o.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(o.warmup_epochs, 1), max_resource=max(epochs, 2))
+    return optuna.pruners.NopPruner()
+
+
+def suggest(trial: optuna.Trial, space: Space) -> dict[str, Any]:
+    """Sample the active parameters of ``space`` in order (an inactive one is not suggested, so not recorded)."""
+    values: dict[str, Any] = {}
+    for p in space:
+        if not space.is_active(p, values):
+            continue
+        s = p.spec
+        if isinstance(s, ChoiceParam):
+            values[p.key] = trial.suggest_categorical(p.key, s.values)
+        elif isinstance(s, BoolParam):
+            values[p.key] = trial.suggest_categorical(p.key, [True, False])
+        elif isinstance(s, IntParam):
+            values[p.key] = trial.suggest_int(p.key, s.low, s.high, step=s.step, log=s.log)
+        elif isinstance(s, FloatParam):
+            values[p.key] = trial.suggest_float(p.key, s.low, s.high, step=s.step, log=s.log)
+    return values
+
+
+def distributions(space: Space) -> dict[str, optuna.distributions.BaseDistribution]:
+    """Each parameter's Optuna distribution (as :func:`suggest` samples it)."""
+    out: dict[str, optuna.distributions.BaseDistribution] = {}
+    for p in space:
+        s = p.spec
+        if isinstance(s, ChoiceParam):
+            out[p.key] = optuna.distributions.CategoricalDistribution(s.values)
+        elif isinstance(s, BoolParam):
+            out[p.key] = optuna.distributions.CategoricalDistribution([True, False])
+        elif isinstance(s, IntParam):
+            out[p.key] = optuna.distributions.IntDistribution(s.low, s.high, log=s.log, step=s.step)
+        elif isinstance(s, FloatParam):
+            out[p.key] = optuna.distributions.FloatDistribution(s.low, s.high, log=s.log, step=s.step)
+    return out
+
+
+def open_study(search: Search, storage: RDBStorage, worker: int = 0) -> optuna.Study:
+    """Create or load the study named after the search; one made from a different search is an error."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(
+            study_name=search.doc.name,
+            storage=storage,
+            sampler=_sampler(search, worker),
+            pruner=_pruner(search),
+            direction=search.doc.objective.direction,
+            load_if_exists=True,
+        )
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CrmlabError(f"--storage: cannot open study '{search.doc.name}' in {storage.url}: {first}") from None
+    key = study.user_attrs.get(KEY_ATTR)
+    if key is None and study.trials:
+        key = "(not made by crmlab search)"
+    if key is not None and key != search.key:
+        raise CrmlabError(
+            f"{search.path}: name: study '{search.doc.name}' in {storage.url} holds a different search (its graph, "
+            "recipe, data, space or objective changed); give this one another name or use another --storage"
+        )
+    if key is None:
+        study.set_user_attr(KEY_ATTR, search.key)
+    return study
+
+
+def budget_used(trials: Sequence[optuna.trial.FrozenTrial]) -> int:
+    """Trials that count against ``trials``: done (complete, pruned, failed for a reason) or under way.
+
+    A trial failed by the heartbeat check (its worker died) does not count: its retry, a waiting trial, does.
+    """
+    counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+    return sum(t.state in counted or (t.state == TrialState.FAIL and "fail_reason" in t.user_attrs) for t in trials)
+
+
+def _canonical(search: Search, study: optuna.Study, runs_dir: Path, uri: str | None, parent: str | None) -> dict:
+    found = study.user_attrs.get(CANONICAL_ATTR)
+    if found is None:
+        result, value = train_canonical(search, runs_dir, uri, parent)
+        found = {"value": value, "tests": result.test_metrics, "run_key": result.run_key}
+        study.set_user_attr(CANONICAL_ATTR, found)
+    return found
+
+
+def _objective(search: Search, runs_dir: Path, uri: str | None, parent: str | None, canonical: dict) -> Any:
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("worker_pid", os.getpid())
+        values = suggest(trial, search.space)
+
+        def report(epoch: int, value: float) -> None:
+            trial.report(value, epoch)
+            if trial.should_prune():
+                raise StopTrial("pruned")
+
+        outcome = run_trial(
+            search,
+            values,
+            runs_dir,
+            label=f"trial {trial.number}",
+            tracking_uri=uri,
+            parent_id=parent,
+            report=report,
+            canonical=canonical["tests"],
+        )
+        trial.set_user_attr("epochs", len(outcome.curve))
+        if outcome.mlflow_run_id:
+            trial.set_user_attr("mlflow_run_id", outcome.mlflow_run_id)
+        if outcome.result is not None:
+            trial.set_user_attr("run_key", outcome.result.run_key)
+        if outcome.deltas:
+            trial.set_user_attr("deltas", outcome.deltas)
+        if outcome.state == "pruned":
+            raise optuna.TrialPruned()
+        if outcome.state == "failed":
+            trial.set_user_attr("fail_reason", outcome.reason)
+            raise TrialFailed(outcome.reason)
+        assert outcome.value is not None
+        return outcome.value
+
+    return objective
+
+
+def work(
+    search: Search,
+    study: optuna.Study,
+    runs_dir: Path,
+    uri: str | None,
+    parent: str | None,
+    canonical: dict,
+    progress: Any = print,
+) -> None:
+    """Run trials of ``study`` until its budget is used and no trial is running (see the module docstring)."""
+    objective = _objective(search, runs_dir, uri, parent, canonical)
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        if budget_used(trials) >= search.doc.trials and not waiting:
+            if not any(t.state == TrialState.RUNNING for t in trials):
+                return
+            optuna.storages.fail_stale_trials(study)
+            time.sleep(min(search.doc.optuna.heartbeat.interval, 5))
+            continue
+        study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=True)
+        last = max(
+            (t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker_pid") == os.getpid()),
+            key=lambda t: t.number,
+            default=None,
+        )
+        if last is not None and progress is not None:
+            value = f"{last.value:.4f}" if last.value is not None else "-"
+            progress(f"trial {last.number}: {last.state.name.lower()} {search.metric}={value} {last.params}")
+
+
+def _worker_main(args: tuple[str, list[str], str, str, str | None, str | None, int, str | None]) -> None:
+    """Process entry of ``--workers``: load the search here and work on the study."""
+    path, overrides, storage_url, runs_dir, uri, parent, index, backend = args
+    if backend:
+        os.environ["KERAS_BACKEND"] = backend
+    search = load_search(path, overrides, assemble=False)
+    storage = open_storage(storage_url, Path(runs_dir), search)
+    study = open_study(search, storage, worker=index)
+    canonical = study.user_attrs[CANONICAL_ATTR]
+    work(
+        search,
+        study,
+        Path(runs_dir),
+        uri,
+        parent,
+        canonical,
+        progress=lambda line: print(f"[worker {index}] {line}", flush=True),
+    )
+
+
+def run_optuna(
+    search: Search,
+    runs_dir: Path,
+    storage_url: str | None = None,
+    tracking_uri: str | None = None,
+    workers: int = 1,
+    mlflow: bool = True,
+    progress: Any = print,
+) -> tuple[optuna.Study, list[TrialRow], dict]:
+    """Canonical first, then the trials (in this process, or ``workers`` spawned processes); returns the study,
+    its leaderboard rows and canonical's record (``value``, ``tests`` metrics, ``run_key``)."""
+    storage = open_storage(storage_url, runs_dir, search)
+    study = open_study(search, storage)
+    parent = None
+    tracker = None
+    if mlflow:
+        tracker, parent = open_parent_run(search, runs_dir, tracking_uri, study.user_attrs.get(PARENT_ATTR))
+        if study.user_attrs.get(PARENT_ATTR) != parent:
+            study.set_user_attr(PARENT_ATTR, parent)
+    try:
+        canonical = _canonical(search, study, runs_dir, tracking_uri, parent)
+        progress(f"{CANONICAL}: {search.metric} = {canonical['value']:.4f}")
+        if workers > 1:
+            context = multiprocessing.get_context("spawn")
+            url = storage_url or default_storage(runs_dir)
+            backend = os.environ.get("KERAS_BACKEND")
+            procs = [
+                context.Process(
+                    target=_worker_main,
+                    args=((str(search.path), search.overrides, url, str(runs_dir), tracking_uri, parent, i, backend),),
+                )
+                for i in range(workers)
+            ]
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join()
+                if p.exitcode:
+                    progress(f"a worker (pid {p.pid}) ended with exit code {p.exitcode}; its trial is retried")
+        work(search, study, runs_dir, tracking_uri, parent, canonical, progress)
+    except BaseException:
+        if tracker is not None:
+            tracker.end("KILLED")
+        raise
+    rows = trial_rows(study)
+    if tracker is not None:
+        _log_parent(tracker, search, rows, canonical)
+        tracker.end("FINISHED")
+    return study, rows, canonical
+
+
+def trial_rows(study: optuna.Study) -> list[TrialRow]:
+    states = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state not in states:
+            continue
+        if t.state == TrialState.FAIL and "fail_reason" not in t.user_attrs:
+            reason = "its worker stopped (no heartbeat); retried"
+        else:
+            reason = t.user_attrs.get("fail_reason", "")
+        rows.append(
+            TrialRow(
+                t.number,
+                states[t.state],
+                t.value,
+                dict(t.params),
+                int(t.user_attrs.get("epochs", 0)),
+                dict(t.user_attrs.get("deltas", {})),
+                reason,
+            )
+        )
+    return rows
+
+
+def importances(study: optuna.Study) -> dict[str, float]:
+    """fANOVA importances over the complete trials (parameters present in all of them), or ``{}``."""
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if len(complete) < 2 or len({t.value for t in complete}) < 2:
+        return {}
+    try:
+        return dict(
+            optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+            )
+        )
+    except (ValueError, RuntimeError):
+        return {}
+
+
+def best_values(study: optuna.Study) -> dict[str, Any] | None:
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not complete:
+        return None
+    return dict(study.best_trial.params)
+
+
+def _log_parent(tracker: Any, search: Search, rows: list[TrialRow], canonical: dict) -> None:
+    done = [r for r in rows if r.state == "complete" and r.value is not None]
+    metrics = {f"canonical.{search.metric}": canonical["value"]}
+    if done:
+        best = max(done, key=lambda r: r.value if search.doc.objective.direction == "maximize" else -r.value)  # type: ignore[operator]
+        metrics[f"best.{search.metric}"] = best.value  # type: ignore[assignment]
+        tracker.set_tags({"crmlab.best_trial": str(best.number)})
+    tracker.log_metrics(
+        {**metrics, **{f"trials.{s}": sum(r.state == s for r in rows) for s in ("complete", "pruned", "failed")}}
+    )

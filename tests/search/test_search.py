@@ -1,0 +1,216 @@
+"""``crmlab search`` end to end on tiny real data: Optuna and KerasTuner on one space, MLflow layout, pruning,
+failed trials, resume, export, bad storage; the multi-worker PostgreSQL test is in test_search_postgres.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from crmlab.cli import main
+from runners.study import load_train_study
+from runners.train import run_key
+from search import optuna_backend
+from search.search import load_search
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "tests" / "fixtures" / "studies" / "tiny_search.yaml"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One runs folder for the module: identical runs (canonical) are trained once and reused across tests."""
+    return tmp_path_factory.mktemp("search") / "runs"
+
+
+def _child_runs(db: Path) -> list:
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("tiny_search")
+    return client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def _study(storage: Path) -> optuna.Study:
+    return optuna.load_study(study_name="tiny_search", storage=f"sqlite:///{storage}")
+
+
+@pytest.fixture(scope="module")
+def optuna_search(runs: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The tiny search on Optuna through the CLI (4 random trials) with --export; returns its paths and output."""
+    tmp = tmp_path_factory.mktemp("optuna")
+    args = [
+        "search",
+        str(TINY),
+        "--runs-dir",
+        str(runs),
+        "--storage",
+        f"sqlite:///{tmp / 'optuna.db'}",
+        "--tracking-uri",
+        f"sqlite:///{tmp / 'mlflow.db'}",
+        "--export",
+        str(tmp / "out" / "best.yaml"),
+    ]
+    return {"tmp": tmp, "args": args, "code": main(args)}
+
+
+def test_optuna_search_runs_every_trial_once_and_reports(
+    optuna_search: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert optuna_search["code"] == 0
+    study = _study(optuna_search["tmp"] / "optuna.db")
+    trials = study.get_trials()
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    for t in trials:
+        # inactive parameters are not sampled: num_heads exists exactly when the transformer is on
+        assert ("num_heads" in t.params) == t.params["transformer"]
+        assert len(t.intermediate_values) == t.user_attrs["epochs"] == 2  # every fine-tuning epoch reported
+        assert t.value == max(t.intermediate_values.values())
+        assert set(t.user_attrs["deltas"]) >= {"delta.native.pearson_r", "delta.native.r2"}
+    canonical = study.user_attrs[optuna_backend.CANONICAL_ATTR]
+    assert set(canonical["tests"]["native"]) >= {"pearson_r", "spearman_rho", "r2", "mse"}
+
+
+def test_mlflow_has_a_parent_run_and_a_child_per_trial_with_active_params_and_deltas(optuna_search: dict) -> None:
+    tmp = optuna_search["tmp"]
+    runs = _child_runs(tmp / "mlflow.db")
+    parents = [r for r in runs if r.data.tags.get("crmlab.kind") == "search"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent_id = parents[0].info.run_id
+    children = {r.data.tags["crmlab.trial"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id}
+    assert set(children) == {"canonical", "trial 0", "trial 1", "trial 2", "trial 3"}
+    study = _study(tmp / "optuna.db")
+    for t in study.get_trials():
+        run = children[f"trial {t.number}"]
+        assert run.info.status == "FINISHED" and run.data.tags["crmlab.trial_state"] == "complete"
+        logged = {k.removeprefix("trial."): v for k, v in run.data.params.items() if k.startswith("trial.")}
+        assert logged == {k: str(v) for k, v in t.params.items()}
+        deltas = t.user_attrs["deltas"]
+        assert run.data.metrics["delta.native.pearson_r"] == pytest.approx(deltas["delta.native.pearson_r"])
+    assert parents[0].data.metrics["best.val_pearson_r"] == pytest.approx(study.best_value)
+
+
+def test_export_writes_a_train_study_with_the_best_trials_run_key(optuna_search: dict) -> None:
+    tmp = optuna_search["tmp"]
+    study = _study(tmp / "optuna.db")
+    exported = tmp / "out" / "best.yaml"
+    assert exported.exists() and (tmp / "out" / "best.graph.yaml").exists()
+    loaded = load_train_study(exported)
+    hashes = {k: d.content_hash for k, d in sorted({**loaded.datasets, **loaded.tests}.items())}
+    assert run_key(loaded.graph, loaded.study.recipe, hashes) == study.best_trial.user_attrs["run_key"]
+
+
+def test_rerun_resumes_the_study_and_trains_only_new_trials(optuna_search: dict, runs: Path) -> None:
+    mtimes = {p: p.stat().st_mtime for p in runs.glob("*/result.json")}
+    assert main([*optuna_search["args"], "--set", "trials=5"]) == 0
+    study = _study(optuna_search["tmp"] / "optuna.db")
+    assert [t.number for t in study.get_trials()] == [0, 1, 2, 3, 4]
+    assert {p: p.stat().st_mtime for p in runs.glob("*/result.json") if p in mtimes} == mtimes
+
+
+def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(
+    runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = "space={recipe.schedule.peak: {type: choice, values: [0.001, 1.0e+9]}}"
+    storage = tmp_path / "optuna.db"
+    args = ["search", str(TINY), "--set", space, "--set", "trials=2", "--set", "optuna.sampler=grid"]
+    args += ["--runs-dir", str(runs), "--storage", f"sqlite:///{storage}", "--no-mlflow"]
+    assert main(args) == 0
+    trials = {t.params["recipe.schedule.peak"]: t for t in _study(storage).get_trials()}
+    assert trials[0.001].state == TrialState.COMPLETE
+    assert trials[1e9].state == TrialState.FAIL
+    assert "diverged" in trials[1e9].user_attrs["fail_reason"] or "not finite" in trials[1e9].user_attrs["fail_reason"]
+    out = capsys.readouterr().out
+    assert "1 complete, 0 pruned, 1 failed" in out and f"failed trial {trials[1e9].number}:" in out
+
+
+def test_a_pruned_trial_is_recorded_pruned_with_its_partial_curve(
+    runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    search = load_search(TINY, ["trials=2", "optuna.sampler=random", "recipe.stages.1.epochs=3"], assemble=False)
+    # a pruner that stops every trial after its first fine-tuning epoch (r is never above 2)
+    monkeypatch.setattr(optuna_backend, "_pruner", lambda _: optuna.pruners.ThresholdPruner(lower=2.0))
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    study, rows, _ = optuna_backend.run_optuna(search, runs, storage, uri, progress=lambda _: None)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.PRUNED]
+    assert all(list(t.intermediate_values) == [1] for t in trials)
+    assert [r.state for r in rows] == ["pruned", "pruned"]
+    children = [
+        r for r in _child_runs(tmp_path / "mlflow.db") if r.data.tags.get("crmlab.trial", "").startswith("trial")
+    ]
+    assert len(children) == 2
+    for run in children:
+        assert run.info.status == "KILLED" and run.data.tags["crmlab.trial_state"] == "pruned"
+        history = MlflowClient(uri).get_metric_history(run.info.run_id, "finetune.val_pearson_r")
+        assert len(history) == 1  # the partial curve: one fine-tuning epoch
+
+
+def test_keras_tuner_runs_the_same_space(runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["search", str(TINY), "--set", "backend=keras_tuner", "--set", "trials=2", "--runs-dir", str(runs)]
+    args += ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "trials: 2 (2 complete, 0 pruned, 0 failed)" in out
+    search = load_search(TINY, ["backend=keras_tuner", "trials=2"], assemble=False)
+    outcomes = next(runs.glob("_keras_tuner/tiny_search-*/crmlab_outcomes.json"))
+    recorded = json.loads(outcomes.read_text())
+    assert len(recorded) == 2
+    for o in recorded.values():
+        assert o["state"] == "complete" and o["epochs"] == 2
+        assert ("num_heads" in o["params"]) == o["params"]["transformer"]
+        assert set(o["params"]) <= {p.key for p in search.space}
+    children = [
+        r for r in _child_runs(tmp_path / "mlflow.db") if r.data.tags.get("crmlab.trial", "").startswith("trial")
+    ]
+    assert len(children) == 2 and all(r.data.tags["crmlab.trial_state"] == "complete" for r in children)
+
+
+def test_keras_tuner_hyperband_pauses_and_continues_runs(tmp_path: Path) -> None:
+    space = "space={transformer: {type: bool}, kernel_size: {type: int, low: 3, high: 7, step: 2}}"
+    args = ["search", str(TINY), "--set", "backend=keras_tuner", "--set", "keras_tuner.tuner=hyperband"]
+    args += ["--set", "recipe.stages.1.epochs=3", "--set", space]
+    args += ["--runs-dir", str(tmp_path / "runs"), "--no-mlflow", "-q"]
+    assert main(args) == 0
+    recorded = json.loads(next((tmp_path / "runs").glob("_keras_tuner/*/crmlab_outcomes.json")).read_text())
+    paused = [o for o in recorded.values() if o["state"] == "pruned"]
+    complete = [o for o in recorded.values() if o["state"] == "complete"]
+    assert paused and complete  # budget-limited rounds, then full runs
+    assert any(p["params"] == c["params"] for p in paused for c in complete), "no paused trial was continued"
+    for state in (tmp_path / "runs").glob("*/state.json"):
+        history = json.loads(state.read_text())["history"]
+        epochs = [h["epoch"] for h in history if h["stage"] == "finetune"]
+        assert epochs == list(range(1, len(epochs) + 1))  # continued runs resume their checkpoint: no epoch twice
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--storage", "nosuchdb://x"], "--storage: 'nosuchdb://x': use sqlite:///PATH"),
+        (["--storage", "sqlite:////nonexistent/dir/optuna.db"], "--storage: cannot use sqlite:////nonexistent"),
+        (["--export", "best.txt"], "--export: best.txt: write the study to a .yaml file"),
+        (["--set", "space.kernel_size.low=9"], "--set: space.kernel_size: high (7) is below low (9)"),
+        (["--set", "backend=keras_tuner", "--workers", "2"], "--workers: only with backend: optuna"),
+    ],
+)
+def test_bad_flags_are_one_line_errors_and_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    runs = tmp_path / "runs"
+    args = ["search", str(TINY), "--runs-dir", str(runs), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", *flags]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not runs.exists() and not (tmp_path / "m.db").exists()
+
+
+def test_a_changed_search_under_the_same_name_is_refused(
+    optuna_search: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [*optuna_search["args"], "--set", "space={kernel_size: {type: int, low: 3, high: 7}}", "--no-mlflow"]
+    assert main(args) == 2
+    assert "holds a different search" in capsys.readouterr().err

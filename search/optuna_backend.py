@@ -97,9 +97,11 @@ def _sampler(search: Search, worker: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.CmaEsSampler(
             seed=seed, n_startup_trials=o.startup_trials, warn_independent_sampling=False
         )
-    return optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=o.startup_trials, multivariate=True, group=True, constant_liar=True
-    )
+    with warnings.catch_warnings():  # multivariate, group and constant_liar are "experimental" since Optuna 2.x
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=o.startup_trials, multivariate=True, group=True, constant_liar=True
+        )
 
 
 def _pruner(search: Search) -> optuna.pruners.BasePruner:

@@ -201,6 +201,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         "parameters",
         flush=True,
     )
+    if not args.no_mlflow:
+        from runners.tracking import Tracker
+
+        Tracker(args.tracking_uri, doc.name)  # an unusable tracking store is reported before any storage is made
     progress = (lambda line: print(line, flush=True)) if not args.quiet else None
     if doc.backend == "optuna":
         from search import optuna_backend as backend

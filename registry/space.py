@@ -174,11 +174,14 @@ class Param:
 
     @property
     def finite_values(self) -> list[Any] | None:
-        """Every value the parameter can take, or ``None`` for a continuous float."""
+        """Every value the parameter can take, or ``None`` for a continuous float (one without ``step``)."""
         if isinstance(self.spec, ChoiceParam):
             return list(self.spec.values)
         if isinstance(self.spec, IntParam | BoolParam):
             return self.spec.values()
+        if isinstance(self.spec, FloatParam) and self.spec.step is not None:
+            count = math.floor((self.spec.high - self.spec.low) / self.spec.step + 1e-9) + 1
+            return [self.spec.low + i * self.spec.step for i in range(count)]
         return None
 
     def representative_values(self) -> list[Any]:
@@ -358,6 +361,7 @@ def parse_space(doc: Any, file: str, template_params: Mapping[str, Any] | None =
         raise SpecError(file, prefix, "the search space is empty: declare at least one parameter")
     issues: list[Issue] = []
     params: dict[str, Param] = {}
+    broken: set[str] = set()
     for key, raw in doc.items():
         where = f"{prefix}.{key}"
         try:
@@ -376,6 +380,9 @@ def parse_space(doc: Any, file: str, template_params: Mapping[str, Any] | None =
             target, path = _target(key, template_params, file, where)
             if target == "shortcut" and not isinstance(spec, BoolParam):
                 raise SpecError(file, f"{where}.type", f"'{key}' switches a part on or off: use type: bool")
+            if spec.when is not None and broken & _named(spec.when):
+                broken.add(key)  # its parent is already reported; "not declared earlier" would be untrue
+                continue
             conditions = _parse_when(spec.when, key, params, file, f"{where}.when") if spec.when is not None else ()
             param = Param(key, spec, target, path, conditions)
             reason = _satisfiable(param, params)
@@ -384,9 +391,17 @@ def parse_space(doc: Any, file: str, template_params: Mapping[str, Any] | None =
             params[key] = param
         except SpecErrors as exc:
             issues.extend(exc.issues)
+            if isinstance(key, str):
+                broken.add(key)
     if issues:
         raise SpecErrors(issues)
     return Space(tuple(params.values()))
+
+
+def _named(text: str) -> set[str]:
+    """The parameter names a ``when`` text tests (those it can be read for)."""
+    found = (_CONDITION.match(part) for part in re.split(r"\s+and\s+", text.strip()))
+    return {m.group(1) for m in found if m}
 
 
 def parent_values(space: Space, param: Param) -> dict[str, Any]:

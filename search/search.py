@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from registry import core, yamlio
 from registry.errors import CrmlabError, Issue, SpecError, SpecErrors
-from registry.space import MAX_TESTED_VALUES, FloatParam, IntParam, Space, parent_values, parse_space
+from registry.space import MAX_TESTED_VALUES, FloatParam, IntParam, Param, Space, parent_values, parse_space
 from registry.spec import GraphSpec, parse_graph, pydantic_issues
 from registry.validate import resolve_graph
 from registry.variants import Patch, apply_patch
@@ -175,7 +175,11 @@ def _load(path: Path, overrides: list[str], assemble: bool) -> Search:
     except ValidationError as exc:
         raise SpecErrors(pydantic_issues(exc, file, SearchDoc)) from None
     if doc.objective.metric not in MONITORS:
-        raise SpecError(file, "objective.metric", f"'{doc.objective.metric}' is not a validation metric: {MONITORS}")
+        raise SpecError(
+            file,
+            "objective.metric",
+            f"'{doc.objective.metric}' is not a validation metric; use one of {', '.join(MONITORS)}",
+        )
     graph_file = referenced_file(path.parent, doc.graph, file, "graph")
     base_graph = yamlio.load(graph_file)
     if not isinstance(base_graph, dict):
@@ -240,16 +244,21 @@ def _check_space(search: Search) -> dict[str, tuple[str, GraphSpec]]:
 def _check_backend(search: Search) -> None:
     file, doc = str(search.path), search.doc
     if doc.backend == "optuna" and doc.optuna.sampler == "grid":
-        loose = [p.key for p in search.space if isinstance(p.spec, FloatParam)]  # without enumerating int ranges
+        loose = [p.key for p in search.space if isinstance(p.spec, FloatParam) and p.spec.step is None]
         if loose:
             raise SpecError(
                 file, "optuna.sampler", f"grid needs finite parameters; {loose[0]} is a continuous float (add step)"
             )
-        wide = [  # more than MAX_TESTED_VALUES values: (high - low) // step + 1 > MAX_TESTED_VALUES
-            p.key
-            for p in search.space
-            if isinstance(p.spec, IntParam) and (p.spec.high - p.spec.low) // p.spec.step >= MAX_TESTED_VALUES
-        ]
+
+        def count(p: Param) -> float:  # without enumerating the range
+            s = p.spec
+            if isinstance(s, IntParam):
+                return (s.high - s.low) // s.step + 1
+            if isinstance(s, FloatParam) and s.step is not None:
+                return (s.high - s.low) / s.step + 1
+            return len(p.finite_values or [])
+
+        wide = [p.key for p in search.space if count(p) > MAX_TESTED_VALUES]
         if wide:
             raise SpecError(
                 file, "optuna.sampler", f"grid: {wide[0]} has more than {MAX_TESTED_VALUES:,} values; use a larger step"

@@ -1,8 +1,8 @@
 """A scratch copy of the tiny test studies and data, and the checks every reliability test shares.
 
 The workspace mirrors ``tests/fixtures``: ``studies/train.yaml`` (tiny_train), ``studies/ablation.yaml``
-(tiny_ablation), ``studies/tiny_graph.yaml`` and ``data/`` (the small real data files), so a case can break any one
-file or key without touching the fixtures.
+(tiny_ablation), ``studies/search.yaml`` (tiny_search), ``studies/tiny_graph.yaml`` and ``data/`` (the small real data
+files), so a case can break any one file or key without touching the fixtures.
 """
 
 from __future__ import annotations
@@ -19,13 +19,19 @@ from registry.patch import set_path
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
-STUDY_FILES = {"train.yaml": "tiny_train.yaml", "ablation.yaml": "tiny_ablation.yaml", "tiny_graph.yaml": None}
+STUDY_FILES = {
+    "train.yaml": "tiny_train.yaml",
+    "ablation.yaml": "tiny_ablation.yaml",
+    "search.yaml": "tiny_search.yaml",
+    "tiny_graph.yaml": None,
+}
 DELETE = object()
 """An edit value that removes the key instead of setting it."""
 
 
 def make_workspace(root: Path) -> Path:
-    """Copy the tiny studies (as ``studies/train.yaml``, ``studies/ablation.yaml``) and data under ``root``."""
+    """Copy the tiny studies (as ``studies/train.yaml``, ``studies/ablation.yaml``, ``studies/search.yaml``) and data
+    under ``root``."""
     (root / "studies").mkdir(parents=True, exist_ok=True)
     for target, source in STUDY_FILES.items():
         shutil.copy(FIXTURES / "studies" / (source or target), root / "studies" / target)

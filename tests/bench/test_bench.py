@@ -126,3 +126,17 @@ def test_unknown_precision_is_a_one_line_error(capsys: pytest.CaptureFixture[str
     assert main(["bench", str(SMALL), "--precisions", "float8", "--no-mlflow", "--out", "/dev/null"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["--precision: unknown precision 'float8' (choose from float32, mixed_float16, mixed_bfloat16)"]
+
+
+def test_pruning_quick_counts_epochs_of_both_modes(tmp_path: Path) -> None:
+    out = tmp_path / "pruning.csv"
+    stdout = run_script("pruning.py", "--quick", "--work-dir", str(tmp_path / "work"), "--out", str(out))
+    rows = {r["mode"]: r for r in read_csv(out)}
+    assert set(rows) == {"with pruning", "without pruning"}
+    pruned, full = rows["with pruning"], rows["without pruning"]
+    assert pruned["pruner"] == "median" and full["pruner"] == "none"
+    assert pruned["trials"] == full["trials"] == "4" and full["pruned"] == "0"
+    # every trial without pruning trains its whole schedule: a 1-epoch pretraining stage (if on) and 2 fine-tuning
+    assert int(full["finetune_epochs"]) == 8 and 8 <= int(full["epochs"]) <= 12
+    assert int(pruned["finetune_epochs"]) == 8 - int(pruned["pruned"])  # a pruned trial stopped after epoch 1
+    assert "epochs with pruning / without:" in stdout and out.with_suffix(".md").exists()

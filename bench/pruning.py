@@ -1,8 +1,10 @@
 """Pruning benchmark: the same search (same space, seed and number of trials) with the study's Optuna pruner and
 with none; prints the best validation value and the epochs trained by each, and their ratio.
 
-Each mode gets its own runs folder and storage, so no trial reuses another mode's runs; canonical CRMnet (the
-unpatched base spec, trained once by every search) is trained once and copied into both, and is not counted.
+Each mode gets its own runs folder and storage (``WORK/<pruner>``), so no trial reuses another mode's runs;
+canonical CRMnet (the unpatched base spec, trained once by every search) is trained once and copied into both, and
+is not counted. A mode already finished in ``--work-dir`` is read back, not rerun (its time is kept in
+``bench.json``), so comparing another pruner against the same search without pruning costs one search.
 Epochs are counted from the run folders (every epoch trained, pretraining included; epochs of a stage reused from
 the stage cache are not trained and not counted). Writes ``bench/results/pruning.csv`` (and ``.md``).
 
@@ -10,6 +12,7 @@ Usage::
 
     python bench/pruning.py                                    # studies/quick_search.yaml as written
     python bench/pruning.py --set trials=16 --set recipe.stages.1.epochs=10
+    python bench/pruning.py --work-dir W --set optuna.pruner=median   # another pruner, same W: reuses "none"
     python bench/pruning.py --quick                            # CI size: the tiny test search
 """
 
@@ -89,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         args.study = str(ROOT / "tests" / "fixtures" / "studies" / "tiny_search.yaml")
         args.set = ["trials=4", "optuna.pruner=median", "optuna.startup_trials=1", "optuna.warmup_epochs=0", *args.set]
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="crmlab-pruning-"))
-    pruned = run_mode(Path(args.study), args.set, None, work / "pruned", None)
-    full = run_mode(Path(args.study), args.set, "none", work / "full", pruned["canonical"])
+    pruned = run_mode(Path(args.study), args.set, None, work, None)
+    if pruned["pruner"] == "none":
+        parser.error("the study (with --set) has no pruner to compare: set optuna.pruner")
+    full = run_mode(Path(args.study), args.set, "none", work, pruned["canonical"])
     rows = [{"mode": "with pruning", **pruned}, {"mode": "without pruning", **full}]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -201,10 +201,15 @@ def cmd_search(args: argparse.Namespace) -> int:
         "parameters",
         flush=True,
     )
+    if doc.backend == "optuna":
+        from search.optuna_backend import check_storage_url, open_storage
+
+        if check_storage_url(args.storage) != "sqlite":
+            open_storage(args.storage, runs_dir, search).engine.dispose()  # an unusable server is reported now
     if not args.no_mlflow:
         from runners.tracking import Tracker
 
-        Tracker(args.tracking_uri, doc.name)  # an unusable tracking store is reported before any storage is made
+        Tracker(args.tracking_uri, doc.name)  # an unusable tracking store is reported before an SQLite storage
     progress = (lambda line: print(line, flush=True)) if not args.quiet else None
     if doc.backend == "optuna":
         from search import optuna_backend as backend

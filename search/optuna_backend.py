@@ -51,18 +51,31 @@ def default_storage(runs_dir: Path) -> str:
     return f"sqlite:///{runs_dir.resolve() / 'optuna.db'}"
 
 
+def check_storage_url(url: str | None) -> str:
+    """The scheme of a ``--storage`` URL, checked without connecting or writing (an SQLite file's folder must be
+    writable); ``None`` is the default SQLite file in the (checked) runs folder."""
+    if url is None:
+        return "sqlite"
+    scheme = url.split(":", 1)[0].split("+", 1)[0] if ":" in url else ""
+    if scheme not in ("sqlite", "postgresql", "mysql"):
+        raise CrmlabError(f"--storage: {url!r}: use sqlite:///PATH, postgresql://USER@HOST:PORT/DB or mysql://...")
+    if scheme == "sqlite" and url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        folder = Path(url.removeprefix("sqlite:///")).absolute().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise CrmlabError(f"--storage: cannot use {url}: {folder} is not a writable folder")
+    return scheme
+
+
 def open_storage(url: str | None, runs_dir: Path, search: Search) -> RDBStorage:
     """An Optuna RDB storage with heartbeats and failed-trial retry; a URL that cannot be used is ``--storage: ...``.
 
     Nothing is written for a bad URL: the connection is made (and the schema created) by the first request.
     """
     hb = search.doc.optuna.heartbeat
+    scheme = check_storage_url(url)
     if url is None:
         runs_dir.mkdir(parents=True, exist_ok=True)
         url = default_storage(runs_dir)
-    scheme = url.split(":", 1)[0].split("+", 1)[0] if ":" in url else ""
-    if scheme not in ("sqlite", "postgresql", "mysql"):
-        raise CrmlabError(f"--storage: {url!r}: use sqlite:///PATH, postgresql://USER@HOST:PORT/DB or mysql://...")
     if scheme == "sqlite":
         engine: dict[str, Any] = {"connect_args": {"timeout": 60}}
     elif scheme == "postgresql":

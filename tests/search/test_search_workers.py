@@ -27,28 +27,36 @@ def _command(*args: str) -> list[str]:
     return [sys.executable, "-m", "crmlab.cli", "search", str(TINY), *args]
 
 
-def _wait_for_running_trial(storage: str, proc: subprocess.Popen, timeout: float = 300) -> optuna.trial.FrozenTrial:
+def _wait_for_running_trial(url: str, proc: subprocess.Popen, timeout: float = 300) -> optuna.trial.FrozenTrial:
     """A running trial that has reported at least one fine-tuning epoch (so it is truly mid-trial)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[0]
-        if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).exists():
-            time.sleep(0.5)
-            continue
-        try:
-            study = optuna.load_study(study_name="tiny_search", storage=storage)
-        except KeyError:  # not created yet
-            time.sleep(0.5)
-            continue
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.intermediate_values and "worker_pid" in t.user_attrs:
-                return t
-        time.sleep(0.2)
+    storage = None  # one connection pool for all the polling (a server allows only so many clients)
+    try:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()[0]
+            if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+                time.sleep(0.5)
+                continue
+            storage = storage or optuna.storages.RDBStorage(url)
+            try:
+                study = optuna.load_study(study_name="tiny_search", storage=storage)
+            except KeyError:  # not created yet
+                time.sleep(0.5)
+                continue
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if t.intermediate_values and "worker_pid" in t.user_attrs:
+                    return t
+            time.sleep(0.2)
+    finally:
+        if storage is not None:
+            storage.engine.dispose()
     raise AssertionError("no trial reached its first fine-tuning epoch")
 
 
-def _check_complete(storage: str, killed: int) -> list[optuna.trial.FrozenTrial]:
+def _check_complete(url: str, killed: int) -> list[optuna.trial.FrozenTrial]:
+    storage = optuna.storages.RDBStorage(url)
     trials = optuna.load_study(study_name="tiny_search", storage=storage).get_trials()
+    storage.engine.dispose()
     assert [t.number for t in trials] == list(range(len(trials))), "trial numbers are not unique and contiguous"
     assert budget_used(trials) == TRIALS
     assert sum(t.state == TrialState.COMPLETE for t in trials) == TRIALS, [(t.number, t.state) for t in trials]

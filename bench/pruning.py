@@ -47,20 +47,24 @@ def epochs_trained(runs: Path, skip: set[str]) -> tuple[int, int]:
     return total, last
 
 
-def run_mode(study: Path, overrides: list[str], pruner: str | None, runs: Path, canonical: Path | None) -> dict:
+def run_mode(study: Path, overrides: list[str], pruner: str | None, work: Path, canonical: Path | None) -> dict:
+    """Run (or read back) the search with ``pruner`` (``None``: the study's) in ``work/<pruner>``."""
     from search.optuna_backend import CANONICAL_ATTR, run_optuna
     from search.search import load_search
 
     sets = [*overrides, *([f"optuna.pruner={pruner}"] if pruner else [])]
     search = load_search(study, sets, assemble=False)
+    runs = work / search.doc.optuna.pruner
     runs.mkdir(parents=True, exist_ok=True)
-    if canonical is not None:
+    if canonical is not None and not (runs / canonical.name).exists():
         shutil.copytree(canonical, runs / canonical.name)
+    done = runs / "bench.json"
     started = time.perf_counter()
     opt, rows, record = run_optuna(
         search, runs, None, None, mlflow=False, progress=lambda line: print(line, flush=True)
     )
-    seconds = time.perf_counter() - started
+    seconds = json.loads(done.read_text())["seconds"] if done.exists() else time.perf_counter() - started
+    done.write_text(json.dumps({"seconds": seconds}))
     total, last = epochs_trained(runs, {record["run_key"]})
     complete = [r for r in rows if r.state == "complete" and r.value is not None]
     sign = 1 if search.doc.objective.direction == "maximize" else -1

@@ -41,6 +41,9 @@ from search.search import (
 KEY_ATTR = "crmlab.search_key"
 CANONICAL_ATTR = "crmlab.canonical"
 PARENT_ATTR = "crmlab.mlflow_parent_run"
+SURPLUS_ATTR = "surplus"
+"""User attribute of a trial started when the budget was already taken (a race between workers): it is failed
+before sampling, and counted nowhere."""
 
 
 class TrialFailed(Exception):
@@ -195,7 +198,8 @@ def open_study(search: Search, storage: RDBStorage, worker: int = 0) -> optuna.S
 def budget_used(trials: Sequence[optuna.trial.FrozenTrial]) -> int:
     """Trials that count against ``trials``: done (complete, pruned, failed for a reason) or under way.
 
-    A trial failed by the heartbeat check (its worker died) does not count: its retry, a waiting trial, does.
+    A trial failed by the heartbeat check (its worker died) does not count: its retry, a waiting trial, does; nor
+    does a surplus trial (see :data:`SURPLUS_ATTR`), which has no ``fail_reason``.
     """
     counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
     return sum(t.state in counted or (t.state == TrialState.FAIL and "fail_reason" in t.user_attrs) for t in trials)
@@ -214,6 +218,10 @@ def _objective(search: Search, runs_dir: Path, uri: str | None, parent: str | No
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("worker_pid", os.getpid())
+        earlier = [t for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number]
+        if budget_used(earlier) >= search.doc.trials:  # another worker took the last place at the same moment
+            trial.set_user_attr(SURPLUS_ATTR, True)
+            raise TrialFailed("surplus: the study's trials were all taken when this one started")
         values = suggest(trial, search.space)
 
         def report(epoch: int, value: float) -> None:
@@ -275,7 +283,7 @@ def work(
             key=lambda t: t.number,
             default=None,
         )
-        if last is not None and progress is not None:
+        if last is not None and progress is not None and not last.user_attrs.get(SURPLUS_ATTR):
             value = f"{last.value:.4f}" if last.value is not None else "-"
             progress(f"trial {last.number}: {last.state.name.lower()} {search.metric}={value} {last.params}")
 
@@ -355,7 +363,7 @@ def trial_rows(study: optuna.Study) -> list[TrialRow]:
     states = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
     rows = []
     for t in study.get_trials(deepcopy=False):
-        if t.state not in states:
+        if t.state not in states or t.user_attrs.get(SURPLUS_ATTR):
             continue
         if t.state == TrialState.FAIL and "fail_reason" not in t.user_attrs:
             reason = "its worker stopped (no heartbeat); retried"

@@ -214,3 +214,28 @@ def test_a_changed_search_under_the_same_name_is_refused(
     args = [*optuna_search["args"], "--set", "space={kernel_size: {type: int, low: 3, high: 7}}", "--no-mlflow"]
     assert main(args) == 2
     assert "holds a different search" in capsys.readouterr().err
+
+
+def test_the_shipped_quick_study_runs_on_both_backends(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """studies/quick_search.yaml itself (real data, crmnet_small), cut to one short trial per backend."""
+    from search.kt_backend import declare
+
+    study = ROOT / "studies" / "quick_search.yaml"
+    short = ["--set", "trials=1", "--set", "recipe.stages.0.epochs=1", "--set", "recipe.stages.1.epochs=1"]
+    common = [*short, "--runs-dir", str(tmp_path / "runs"), "--no-mlflow", "-q"]
+    search = load_search(study, ["trials=1"], assemble=False)
+    keys = [p.key for p in search.space]
+    assert set(optuna_backend.distributions(search.space)) == set(keys)
+    assert {h.name for h in declare(search.space).space} == set(keys)  # every parameter declared on KerasTuner too
+    for backend in ("optuna", "keras_tuner"):
+        assert main(["search", str(study), "--set", f"backend={backend}", *common]) == 0
+        assert "trials: 1 (1 complete, 0 pruned, 0 failed)" in capsys.readouterr().out
+    trial = _study_at(tmp_path / "runs" / "optuna.db", "quick_search").get_trials()[0]
+    assert set(trial.params) <= set(keys) and ("num_heads" in trial.params) == trial.params["transformer"]
+    recorded = json.loads(next((tmp_path / "runs").glob("_keras_tuner/*/crmlab_outcomes.json")).read_text())
+    (kt,) = recorded.values()
+    assert set(kt["params"]) <= set(keys) and ("num_heads" in kt["params"]) == kt["params"]["transformer"]
+
+
+def _study_at(storage: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{storage}")

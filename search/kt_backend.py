@@ -236,6 +236,7 @@ def importances(search: Search, rows: list[TrialRow]) -> dict[str, float]:
     import optuna
 
     from search.optuna_backend import distributions
+    from search.optuna_backend import importances as optuna_importances
 
     done = [r for r in rows if r.state == "complete" and r.value is not None]
     if len(done) < 2 or len({r.value for r in done}) < 2:
@@ -247,8 +248,4 @@ def importances(search: Search, rows: list[TrialRow]) -> dict[str, float]:
         study.add_trial(
             optuna.create_trial(params=r.params, distributions={k: dists[k] for k in r.params}, value=r.value)
         )
-    try:
-        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-        return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
-    except (ValueError, RuntimeError):
-        return {}
+    return optuna_importances(study)

@@ -67,6 +67,34 @@ def assemble(spec: GraphSpec, blocks: Registry | None = None, templates: Registr
     )
 
 
+def reverse_complement_average(model: keras.Model) -> keras.Model:
+    """``model`` made strand-symmetric: it predicts the mean of its outputs for a sequence and for its reverse
+    complement.
+
+    The tokens go once through the model's ``onehot_input`` block; everything after it runs twice with shared
+    weights, on the one-hot sequence and on its :class:`~blocks.sequence.ReverseComplement`. Input shape: the
+    model's ``(batch, length)`` tokens. Output shape: its ``(batch, 1)``.
+
+    Raises:
+        ValueError: the model has no single ``onehot_input`` block through which all its tokens pass.
+    """
+    from blocks.sequence import OneHotInput, ReverseComplement
+
+    found = [layer for layer in model.layers if isinstance(layer, OneHotInput)]
+    if len(found) != 1:
+        raise ValueError(f"reverse-complement averaging needs exactly one onehot_input block; found {len(found)}")
+    onehot = found[0].output
+    try:
+        core = keras.Model(onehot, model.outputs[0], name=f"{model.name}_strand")
+    except ValueError as exc:
+        raise ValueError(
+            f"reverse-complement averaging: tokens reach the model other than by onehot_input ({exc})"
+        ) from None
+    flipped = ReverseComplement(name="reverse_complement")(onehot)
+    mean = keras.layers.Average(name="strand_average")([core(onehot), core(flipped)])
+    return keras.Model(model.inputs, mean, name=model.name)
+
+
 def _key(graph: GraphSpec, ref: str) -> str:
     node, port = split_ref(ref)
     return node if port is None or node in graph.inputs else f"{node}.{port}"

@@ -47,6 +47,33 @@ class OneHotInput(Block):
 
 
 @block()
+class ReverseComplement(Block):
+    """Reverse complement of one-hot DNA in crmlab's channel order N, A, C, G, T (N stays N); no weights.
+
+    A model that averages its predictions for ``x`` and ``ReverseComplement()(x)`` is strand-symmetric (see
+    :func:`blocks.assemble.reverse_complement_average`). Padding N at the 3' end moves to the 5' end, exactly as
+    the reverse-complement augmentation of training does it on tokens.
+
+    Input shape: ``(batch, length, 5)`` one-hot. Output shape: the same.
+    """
+
+    crmlab_example = {"params": {}, "inputs": [[112, 5]]}
+
+    _CHANNELS = (0, 4, 3, 2, 1)  # N A C G T -> N T G C A
+
+    def build(self, input_shape: Any) -> None:
+        if len(input_shape) != 3 or input_shape[-1] != len(ALPHABET):
+            raise ValueError(f"expects one-hot DNA of shape (batch, length, 5), got shape {tuple(input_shape)}")
+        self.built = True
+
+    def call(self, x: Any) -> Any:
+        return ops.take(ops.flip(x, axis=1), list(self._CHANNELS), axis=2)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+
+@block()
 class PositionEncoding(Block):
     """Position information for a sequence of tokens; no weights.
 

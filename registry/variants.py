@@ -15,7 +15,8 @@ A patch (all parts optional), applied in this order::
 ``se_ratio``, ``skips``); on an explicit spec ``transformer: off`` removes the transformer and position-encoding
 nodes and connects their readers to what fed them, ``se: off`` sets ``se_ratio: null`` on every node whose block
 takes one, ``skips: off`` keeps only the required inputs of blocks whose optional input is a skip, and
-``pretraining: off`` keeps only the recipe's last stage. The result is validated like any spec.
+``pretraining: off`` keeps only the recipe's last stage (without its ``keep_previous``). The result is validated
+like any spec.
 """
 
 from __future__ import annotations
@@ -96,7 +97,10 @@ def apply_patch(
             raise SpecError(file, "recipe.stages", f"must be a list of stages, got {type(stages).__name__}")
         if len(stages) < 2:
             raise SpecError(file, f"{where}.pretraining", "the recipe has a single stage: there is no pretraining")
-        recipe["stages"] = stages[-1:]
+        last = stages[-1]
+        if isinstance(last, dict):  # with no previous stage, there are no previous weights to keep
+            last = {k: v for k, v in last.items() if k != "keep_previous"}
+        recipe["stages"] = [last]
     nodes = graph.get("nodes") or {}
     for name, new in patch.replace.items():
         if name not in nodes:

@@ -89,7 +89,12 @@ class Split(_Strict):
 
 
 class Stage(_Strict):
-    """One training stage; unset fields inherit from the recipe."""
+    """One training stage; unset fields inherit from the recipe.
+
+    ``keep_previous`` (WiSE-FT, Wortsman et al. 2022): after the stage (and after restoring its best epoch), the
+    weights become ``keep_previous * before + (1 - keep_previous) * after``, where ``before`` are the weights the
+    stage started from. Fine-tuning on a narrow set then keeps part of what the previous stage learnt; 0 is off.
+    """
 
     name: str
     data: str
@@ -99,10 +104,16 @@ class Stage(_Strict):
     schedule: Schedule | None = None
     early_stopping: EarlyStopping | None = None
     standardize: bool = True
+    keep_previous: float = Field(default=0.0, ge=0, lt=1)
 
 
 class Recipe(_Strict):
-    """How to train. See the module docstring for per-replica quantities."""
+    """How to train. See the module docstring for per-replica quantities.
+
+    ``reverse_complement`` replaces a random half of every training batch by its reverse complement;
+    ``average_reverse_complement`` exports a model that predicts the mean for a sequence and its reverse
+    complement (it changes no weight, so stages cached without it are reused).
+    """
 
     seed: int = 0
     loss: Loss = Loss()
@@ -118,6 +129,7 @@ class Recipe(_Strict):
     strategy: Literal["auto", "none", "mirrored", "multi_worker", "tpu", "data_parallel"] = "auto"
     jit_compile: bool | Literal["auto"] = "auto"
     reverse_complement: bool = False
+    average_reverse_complement: bool = False
     deterministic: bool = False
     stages: list[Stage] = Field(min_length=1)
 
@@ -154,6 +166,8 @@ def recipe_issues(recipe: Recipe, data: Mapping[str, DataSource], file: str, pre
             issues.append(Issue(file, f"{where}.data", f"no data set '{stage.data}'{hint}"))
         elif stage.split.method == "group" and not data[stage.data].group_column:
             issues.append(Issue(file, f"{where}.split.method", f"'group' needs data.{stage.data}.group_column"))
+        if i == 0 and stage.keep_previous:
+            issues.append(Issue(file, f"{where}.keep_previous", "the first stage has no previous weights to keep"))
         if stage.split.method == "files" and stage.split.validation not in data:
             v = str(stage.split.validation)
             issues.append(Issue(file, f"{where}.split.validation", f"no data set '{v}'{did_you_mean(v, data)}"))

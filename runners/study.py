@@ -76,14 +76,24 @@ def check_splits(recipe: Recipe, datasets: dict[str, data_mod.Dataset], file: st
                 raise SpecError(file, f"recipe.stages.{i}.split", f"data set '{stage.data}': {message}") from None
 
 
-def check_assembles(graph: GraphSpec) -> int:
-    """Build the model once (catches shape errors before anything is written); returns its parameter count."""
+def check_assembles(graph: GraphSpec, recipe: Recipe | None = None, file: str = "", prefix: str = "recipe") -> int:
+    """Build the model once (catches shape errors before anything is written); returns its parameter count.
+
+    With a ``recipe`` that sets ``average_reverse_complement``, the strand-averaging export is built too, so a graph
+    it cannot wrap is ``FILE: recipe.average_reverse_complement: ...`` now rather than after training.
+    """
     import keras
 
-    from blocks.assemble import assemble, parameter_counts
+    from blocks.assemble import assemble, parameter_counts, reverse_complement_average
 
     try:
-        return parameter_counts(assemble(graph))["total"]
+        model = assemble(graph)
+        if recipe is not None and recipe.average_reverse_complement:
+            try:
+                reverse_complement_average(model)
+            except ValueError as exc:
+                raise SpecError(file, f"{prefix}.average_reverse_complement", str(exc)) from None
+        return parameter_counts(model)["total"]
     finally:
         keras.backend.clear_session()
 
@@ -123,5 +133,5 @@ def load_train_study(path: str | Path, overrides: Sequence[str] = (), assemble: 
     }
     check_splits(study.recipe, datasets, file, [study.recipe.seed])
     if assemble:
-        check_assembles(graph)
+        check_assembles(graph, study.recipe, file)
     return LoadedStudy(study, graph, datasets, tests)

@@ -27,7 +27,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from blocks.assemble import assemble, parameter_counts
+from blocks.assemble import assemble, parameter_counts, reverse_complement_average
 from registry import yamlio
 from registry.errors import CrmlabError
 from registry.spec import GraphSpec
@@ -195,8 +195,20 @@ class _State:
         return path if path is not None and path.exists() else None
 
 
+def reseed_dropout(model: keras.Model, seed: int, stage: int, epoch: int) -> None:
+    """Set every random-number state of ``model`` (dropout's seed generators) from ``(seed, stage, epoch)``.
+
+    These states are not part of the saved weights, so without this a run resumed from a checkpoint, or one that
+    loads a cached stage, would draw other dropout masks than a run trained in one go.
+    """
+    states = [v for v in model.variables if v.path.endswith("seed_generator_state")]
+    for i, v in enumerate(states):
+        v.assign(np.array([int(digest(seed, stage, epoch, i)[:7], 16), 0]).astype(v.dtype))
+
+
 class _EpochControl(keras.callbacks.Callback):
-    """Per epoch: batch order, NaN check, resumable early stopping, checkpoint, MLflow metrics, user hook."""
+    """Per epoch: batch order, dropout seeds, NaN check, resumable early stopping, checkpoint, MLflow metrics, user
+    hook."""
 
     def __init__(
         self,
@@ -206,14 +218,17 @@ class _EpochControl(keras.callbacks.Callback):
         state: _State,
         tracker: Tracker | None,
         hook: EpochHook | None,
+        index: int = 0,
     ) -> None:
         super().__init__()
         self.stage, self.batches, self.state, self.tracker, self.hook = stage, batches, state, tracker, hook
         self.es = recipe.stage_early_stopping(stage)
+        self.seed, self.index = recipe.seed, index
         self.started = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.batches.epoch = epoch
+        reseed_dropout(self.model, self.seed, self.index, epoch)
         self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -251,7 +266,8 @@ class _EpochControl(keras.callbacks.Callback):
 def stage_keys(graph: GraphSpec, recipe: Recipe, datasets: dict[str, data_mod.Dataset], replicas: int) -> list[str]:
     """One key per stage, chained: stage ``i``'s key covers the spec, seed, shared recipe fields, replicas and the
     configuration and data of stages ``0..i``. Runs whose keys agree have identical weights after that stage."""
-    shared = recipe.model_dump(mode="json", exclude={"stages", "early_stopping", "schedule", "epochs"})
+    exclude = {"stages", "early_stopping", "schedule", "epochs", "average_reverse_complement"}
+    shared = recipe.model_dump(mode="json", exclude=exclude)
     key = digest(graph.to_dict(), shared, replicas)
     keys = []
     for stage in recipe.stages:
@@ -481,6 +497,9 @@ def _train_stages(
         val_xy = (val.tokens[:keep].astype("int32"), val_y)
         with dist.scope():
             optimizer = compile_for_training(model, recipe, stage, len(batches), dist)
+        start = state.run_dir / f"stage{index}-start.npz"
+        if stage.keep_previous and state["epoch"] == 0:
+            _save_start(model, start)
         opt_file = state.file("optimizer.npz")
         if state["epoch"] > 0 and opt_file is not None:
             with dist.scope():
@@ -488,7 +507,7 @@ def _train_stages(
         else:
             state["best"], state["wait"] = None, 0
         epochs = recipe.stage_epochs(stage)
-        control = _EpochControl(stage, recipe, batches, state, tracker, epoch_hook)
+        control = _EpochControl(stage, recipe, batches, state, tracker, epoch_hook, index)
         if state["epoch"] < epochs and state["wait"] < recipe.stage_early_stopping(stage).patience:
             model.fit(
                 batches,
@@ -503,13 +522,16 @@ def _train_stages(
         best = state.file("best.weights.h5")
         if recipe.stage_early_stopping(stage).restore_best and best is not None:
             model.load_weights(best)
+        if stage.keep_previous:
+            _keep_previous(model, start, stage.keep_previous)
         state["stage"], state["epoch"], state["best"], state["wait"] = index + 1, 0, None, 0
         state.checkpoint(model, None, best_improved=True)
         if index < len(recipe.stages) - 1:
             _store_stage(cached, model, state, stage.name)
 
     mean, std = state["norm"][recipe.stages[-1].name]
-    exported = keras.Model(model.inputs, keras.layers.Rescaling(std, mean, name="target_scale")(model.outputs[0]))
+    head = reverse_complement_average(model) if recipe.average_reverse_complement else model
+    exported = keras.Model(head.inputs, keras.layers.Rescaling(std, mean, name="target_scale")(head.outputs[0]))
     metrics, predictions = {}, {}
     for name, ds in tests.items():
         pred = predict(exported, ds.tokens, dist.replicas)
@@ -524,6 +546,28 @@ def _train_stages(
         json.dumps({"seconds_per_step": float(np.median(steps)) if steps else None})
     )
     return result
+
+
+def _save_start(model: keras.Model, path: Path) -> None:
+    """The weights a stage starts from, as ``.npz`` (atomic rename; no optimizer state)."""
+    tmp = path.with_name(f"tmp-{path.name}")
+    with open(tmp, "wb") as f:
+        np.savez(f, *model.get_weights())
+    os.replace(tmp, path)
+
+
+def _keep_previous(model: keras.Model, start: Path, keep: float) -> None:
+    """WiSE-FT: set ``model``'s weights to ``keep * start + (1 - keep) * current`` (floating-point variables; others,
+    such as seed-generator states, keep their current value)."""
+    with np.load(start) as saved:
+        before = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    after = model.get_weights()
+    model.set_weights(
+        [
+            keep * b + (1 - keep) * a if np.issubdtype(a.dtype, np.floating) else a
+            for b, a in zip(before, after, strict=True)
+        ]
+    )
 
 
 def predict(model: keras.Model, tokens: np.ndarray, replicas: int = 1, batch_size: int = 1024) -> np.ndarray:

@@ -32,7 +32,7 @@ from registry.variants import Patch, apply_patch, check_leave_one_out, parse_pat
 from runners import data as data_mod
 from runners.data import DataSource
 from runners.recipe import Recipe, check_study_document, inline_recipe, parse_recipe, referenced_file
-from runners.study import apply_overrides, blame_overrides, check_splits
+from runners.study import apply_overrides, blame_overrides, check_assembles, check_splits
 from runners.train import RunResult, TrainingFailed, digest
 
 REFERENCE = "canonical"
@@ -173,17 +173,12 @@ def _load_ablation(path: Path, overrides: list[str], assemble: bool) -> Ablation
 
 def _assemble_all(variants: list[Variant], file: str) -> None:
     """Build every variant's model once (catches shape errors before training) and record parameter counts."""
-    import keras
-
-    from blocks.assemble import assemble, parameter_counts
-
     issues = []
     for v in variants:
         try:
-            v.parameters = parameter_counts(assemble(v.graph))["total"]
+            v.parameters = check_assembles(v.graph, v.recipe, file)
         except SpecErrors as exc:
             issues.extend(_in_variant(i, file, v.name) for i in exc.issues)
-        keras.backend.clear_session()
     if issues:
         raise SpecErrors(issues)
 

@@ -36,7 +36,7 @@ from registry.variants import Patch, apply_patch
 from runners import data as data_mod
 from runners.data import DataSource
 from runners.recipe import MONITORS, Recipe, check_study_document, inline_recipe, parse_recipe, referenced_file
-from runners.study import apply_overrides, blame_overrides, check_splits
+from runners.study import apply_overrides, blame_overrides, check_assembles, check_splits
 from runners.train import RunResult, TrainingFailed, digest
 
 CANONICAL = "canonical"
@@ -269,17 +269,13 @@ def _check_backend(search: Search) -> None:
 
 def _assemble_all(search: Search, graphs: dict[str, tuple[str, GraphSpec]]) -> int:
     """Build canonical and every distinct graph of the space once; returns canonical's parameter count."""
-    import keras
-
-    from blocks.assemble import assemble, parameter_counts
-
     file = str(search.path)
     issues: list[Issue] = []
     canonical = 0
     todo = {digest(search.canonical[0].to_dict()): ("", search.canonical[0]), **graphs}
     for key, (where, graph) in todo.items():
         try:
-            count = parameter_counts(assemble(graph))["total"]
+            count = check_assembles(graph, search.canonical[1], file)
             if key == digest(search.canonical[0].to_dict()):
                 canonical = count
         except SpecErrors as exc:
@@ -287,8 +283,6 @@ def _assemble_all(search: Search, graphs: dict[str, tuple[str, GraphSpec]]) -> i
                 raise
             prefix, label = where.split(": ", 1)
             issues.extend(Issue(file, prefix, f"{label}: {i}") for i in exc.issues[:1])
-        finally:
-            keras.backend.clear_session()
     if issues:
         raise SpecErrors(issues)
     return canonical

@@ -8,10 +8,10 @@ import keras
 import numpy as np
 import pytest
 
-from blocks.assemble import assemble, parameter_counts
+from blocks.assemble import assemble, parameter_counts, reverse_complement_average
 from blocks.conv import SEBlock, SEConvEncoder, TransposeConvDecoder
 from blocks.heads import MLPHead
-from blocks.sequence import OneHotInput, PositionEncoding
+from blocks.sequence import OneHotInput, PositionEncoding, ReverseComplement
 from blocks.transformer import TransformerEncoder
 from registry.spec import load_graph, parse_graph
 
@@ -31,6 +31,54 @@ def test_onehot_of_real_sequence_matches_its_letters(real_sequences: list[str], 
     seq = real_sequences[0]
     letters = "".join("NACGT"[i] for i in y[0].argmax(-1))
     assert letters[: len(seq)] == seq and set(letters[len(seq) :]) <= {"N"}
+
+
+def test_reverse_complement_of_one_hot_matches_the_reverse_complement_of_the_letters(
+    real_sequences: list[str],
+) -> None:
+    from runners.data import encode
+
+    complement = str.maketrans("ACGTN", "TGCAN")
+    flipped = [s.translate(complement)[::-1] for s in real_sequences]
+    onehot = OneHotInput()
+    out = ReverseComplement()(onehot(encode(real_sequences)))
+    # padding N moves to the 5' end: the reverse complement of the padded 112-nt row
+    expected = onehot(encode(["N" * (112 - len(s)) + s for s in flipped]))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(out), keras.ops.convert_to_numpy(expected))
+    twice = ReverseComplement()(out)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(twice), keras.ops.convert_to_numpy(onehot(encode(real_sequences)))
+    )
+
+
+def test_reverse_complement_rejects_other_than_five_channels() -> None:
+    with pytest.raises(ValueError, match=r"\(batch, length, 5\)"):
+        ReverseComplement()(np.zeros((2, 10, 4), "float32"))
+
+
+def test_reverse_complement_average_is_the_strand_mean_and_strand_symmetric(
+    real_tokens: np.ndarray, tmp_path: Path
+) -> None:
+    from runners.explain import onehot_model
+    from runners.pipeline import reverse_complement
+
+    model = assemble(load_graph(GRAPHS / "crmnet_small.yaml"))
+    both = reverse_complement_average(model)
+    assert parameter_counts(both) == parameter_counts(model), "the two strands share every weight"
+    x, rc = real_tokens.astype("int32"), reverse_complement(real_tokens).astype("int32")
+    mean = (model.predict(x, verbose=0) + model.predict(rc, verbose=0)) / 2
+    np.testing.assert_allclose(both.predict(x, verbose=0), mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(both.predict(rc, verbose=0), both.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    both.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), both.predict(x, verbose=0), rtol=1e-6, atol=1e-7)
+    assert onehot_model(loaded).input.shape == (None, 112, 5), "saliency still starts at the one-hot input"
+
+
+def test_reverse_complement_average_needs_one_onehot_input() -> None:
+    inp = keras.Input((112, 5))
+    with pytest.raises(ValueError, match="exactly one onehot_input block; found 0"):
+        reverse_complement_average(keras.Model(inp, keras.layers.Dense(1)(keras.layers.Flatten()(inp))))
 
 
 def test_se_block_rescales_channels_by_a_sigmoid_gate() -> None:

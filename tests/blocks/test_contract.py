@@ -49,6 +49,7 @@ def _model(info: core.BlockInfo, params: dict[str, Any], shapes: list[list[int]]
 def test_registry_lists_the_builtin_blocks() -> None:
     expected = {
         "onehot_input",
+        "reverse_complement",
         "se_block",
         "se_conv_encoder",
         "position_encoding",

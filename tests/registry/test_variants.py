@@ -121,6 +121,15 @@ def test_broken_variants_are_one_line_errors(crmnet: dict, crm_blocks: Registry,
     assert any(str(i).startswith(expected) for i in err.value.issues), [str(i) for i in err.value.issues]
 
 
+def test_pretraining_off_drops_the_fine_tuning_stages_keep_previous(crmnet: dict, crm_blocks: Registry) -> None:
+    recipe = {"stages": [RECIPE["stages"][0], {**RECIPE["stages"][1], "keep_previous": 0.5}]}
+    _spec, patched_recipe = apply_patch(
+        crmnet, recipe, parse_patch({"pretraining": False}, "s", "v"), crm_blocks, "s", "v"
+    )
+    assert patched_recipe["stages"] == [{"name": "finetune", "data": "random_library"}]
+    assert recipe["stages"][1]["keep_previous"] == 0.5, "the base recipe is not modified"
+
+
 def test_pretraining_off_needs_two_stages(crmnet: dict, crm_blocks: Registry) -> None:
     with pytest.raises(SpecErrors, match="single stage"):
         apply_patch(

@@ -151,6 +151,31 @@ CASES: list[Case] = [
     ),
     Case("train-no-stages", "train", f"{TRAIN}: recipe.stages", "at least 1", {"recipe.stages": []}),
     Case(
+        "train-keep-previous-on-first-stage",
+        "train",
+        f"{TRAIN}: recipe.stages.0.keep_previous",
+        "the first stage has no previous weights to keep",
+        {"recipe.stages.0.keep_previous": 0.5},
+    ),
+    Case(
+        "train-keep-previous-all",
+        "train",
+        f"{TRAIN}: recipe.stages.1.keep_previous",
+        "less than 1",
+        {"recipe.stages.1.keep_previous": 1.0},
+    ),
+    Case(
+        "train-strand-average-without-onehot-input",
+        "train",
+        f"{TRAIN}: recipe.average_reverse_complement",
+        "needs exactly one onehot_input block; found 0",
+        {"recipe.average_reverse_complement": True, "graph": "no_onehot.yaml"},
+        {
+            "studies/no_onehot.yaml": "name: no_onehot\ninputs: {seq: {shape: [112, 5], dtype: float32}}\n"
+            "nodes: {head: {block: mlp_head, params: {units: [4], dropout: [0.0]}, inputs: [seq]}}\noutputs: [head]\n"
+        },
+    ),
+    Case(
         "train-duplicate-stage-name",
         "train",
         f"{TRAIN}: recipe.stages.1.name",

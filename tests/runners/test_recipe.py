@@ -66,6 +66,20 @@ def test_study_references_and_monitor_are_checked() -> None:
     ]
 
 
+def test_keep_previous_needs_a_previous_stage_and_a_fraction_below_one() -> None:
+    def issues(stages: list[dict]) -> list[str]:
+        doc = {"name": "x", "graph": "g.yaml", "data": {"d": {"path": "d.tsv"}}, "recipe": {"stages": stages}}
+        with pytest.raises(SpecErrors) as err:
+            parse_train_study(doc, "s.yaml")
+        return [str(i) for i in err.value.issues]
+
+    assert issues([{"name": "a", "data": "d", "keep_previous": 0.5}]) == [
+        "s.yaml: recipe.stages.0.keep_previous: the first stage has no previous weights to keep"
+    ]
+    [message] = issues([{"name": "a", "data": "d"}, {"name": "b", "data": "d", "keep_previous": 1.0}])
+    assert message.startswith("s.yaml: recipe.stages.1.keep_previous: ") and "less than 1" in message
+
+
 def test_overrides_reach_into_the_recipe_and_bad_keys_name_the_flag() -> None:
     loaded = load_train_study(TINY, ["recipe.stages.1.epochs=7", "recipe.schedule.peak=3e-4"])
     assert loaded.study.recipe.stages[1].epochs == 7 and loaded.study.recipe.schedule.peak == 3e-4

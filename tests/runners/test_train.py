@@ -52,6 +52,48 @@ def test_a_shared_pretraining_stage_is_trained_once(tmp_path: Path) -> None:
     assert [h["val_r2"] for h in reused] == [h["val_r2"] for h in first.history[:2]]
 
 
+def test_keep_previous_mixes_the_stage_start_back_in_across_a_restart_and_the_export_averages_strands(
+    tmp_path: Path,
+) -> None:
+    from blocks.assemble import assemble
+    from runners.pipeline import reverse_complement
+
+    plain = _run(tmp_path, ["recipe.deterministic=true"])
+    overrides = [
+        "recipe.deterministic=true",
+        "recipe.stages.1.keep_previous=0.25",
+        "recipe.average_reverse_complement=true",
+    ]
+    loaded = load_train_study(TINY, overrides)
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_first_finetune_epoch(stage: str, epoch: int, logs: dict) -> None:
+        if stage == "finetune" and epoch == 1:
+            raise Crash
+
+    args = (loaded.graph, loaded.study.recipe, loaded.datasets, loaded.tests, tmp_path)
+    with pytest.raises(Crash):
+        train_run(*args, verbose=0, epoch_hook=crash_after_first_finetune_epoch)
+    mixed = train_run(*args, verbose=0)
+    assert [h["epoch"] for h in mixed.history if h.get("reused")] == [1, 2], "pretraining reused from the cache"
+
+    model = assemble(loaded.graph)
+    model.load_weights(next((tmp_path / "_stages").glob("*/weights.weights.h5")))
+    before = model.get_weights()
+    after = keras.models.load_model(plain.model_path).get_weights()
+    got = keras.models.load_model(mixed.model_path)
+    for b, a, g in zip(before, after, got.get_weights(), strict=True):
+        np.testing.assert_allclose(g, 0.25 * b + 0.75 * a, rtol=1e-4, atol=1e-6)
+
+    tokens = loaded.tests["native"].tokens
+    forward = got.predict(tokens.astype("int32"), verbose=0).ravel()
+    np.testing.assert_allclose(forward, mixed.predictions["native"], rtol=1e-5)
+    flipped = got.predict(reverse_complement(tokens).astype("int32"), verbose=0).ravel()
+    np.testing.assert_allclose(flipped, forward, rtol=1e-5, atol=1e-6)
+
+
 def test_diverging_loss_fails_the_run_with_a_reason(tmp_path: Path) -> None:
     with pytest.raises(TrainingFailed, match=r"pretrain: (loss|val_loss) is (nan|inf|-inf) at epoch \d"):
         _run(tmp_path, ["recipe.schedule={kind: constant, peak: 1.0e+12}", "recipe.loss.name=mse"])

@@ -141,6 +141,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         verbose=args.verbose,
     )
     print(f"run {result.run_key} ({result.run_dir}); MLflow run {result.mlflow_run_id or '-'}")
+    if result.validation:
+        v = result.validation
+        stage = loaded.study.recipe.stages[-1].name
+        print(f"validation ({stage}, exported model): pearson_r {v['val_pearson_r']:.4f}, r2 {v['val_r2']:.4f}")
     print(f"{'test set':<34} {'n':>6} {'pearson_r':>10} {'spearman':>10} {'r2':>8} {'mse':>8}")
     for name, m in result.test_metrics.items():
         n = len(result.predictions.get(name, []))

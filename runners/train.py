@@ -59,6 +59,7 @@ class RunResult:
     model_path: Path | None = None
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
     measured: dict[str, np.ndarray] = field(default_factory=dict)
+    validation: dict[str, float] = field(default_factory=dict)
 
 
 def digest(*parts: Any) -> str:
@@ -540,12 +541,41 @@ def _train_stages(
     steps = state["step_seconds"][1:] or state["step_seconds"]
     measured = {name: ds.values for name, ds in tests.items()}
     result = RunResult("", state.run_dir, metrics, state["history"], {}, predictions=predictions, measured=measured)
+    result.validation = final_validation(exported, recipe, datasets, (mean, std), dist.replicas)
     result.model_path = state.run_dir / "model.keras"
     exported.save(result.model_path)
     (state.run_dir / "timing.json").write_text(
         json.dumps({"seconds_per_step": float(np.median(steps)) if steps else None})
     )
     return result
+
+
+def final_validation(
+    exported: keras.Model,
+    recipe: Recipe,
+    datasets: dict[str, data_mod.Dataset],
+    norm: tuple[float, float],
+    replicas: int = 1,
+) -> dict[str, float]:
+    """The exported model's ``val_*`` metrics on the last stage's validation split, on that stage's standardised
+    scale (as the per-epoch metrics are).
+
+    They differ from the best epoch's when the model is not that epoch's weights: ``keep_previous`` mixing,
+    strand averaging, or no ``restore_best``. ``val_loss`` is the recipe's loss without regularisation terms.
+    """
+    stage = recipe.stages[-1]
+    _, val = _split(datasets[stage.data], stage, datasets, recipe.seed)
+    mean, std = norm
+    y = (val.values.astype("float64") - mean) / std
+    p = (predict(exported, val.tokens, replicas).astype("float64") - mean) / std
+    m = regression_metrics(y, p)
+    err = np.abs(y - p)
+    if recipe.loss.name == "huber":
+        d = recipe.loss.delta
+        loss = float(np.mean(np.where(err <= d, 0.5 * err**2, d * (err - 0.5 * d))))
+    else:
+        loss = float(np.mean(err**2))
+    return {"val_pearson_r": m["pearson_r"], "val_r2": m["r2"], "val_mse": m["mse"], "val_loss": loss}
 
 
 def _save_start(model: keras.Model, path: Path) -> None:
@@ -608,6 +638,7 @@ def _write_outputs(result: RunResult, graph: GraphSpec, recipe: Recipe, tracker:
         "test_metrics": result.test_metrics,
         "parameters": result.parameters,
         "mlflow_run_id": result.mlflow_run_id,
+        "validation": result.validation,
         "history": result.history,
     }
     (out / "result.json").write_text(json.dumps(summary, indent=1))
@@ -615,6 +646,7 @@ def _write_outputs(result: RunResult, graph: GraphSpec, recipe: Recipe, tracker:
         return
     timing = json.loads((out / "timing.json").read_text())
     final = {f"test.{t}.{k}": v for t, m in result.test_metrics.items() for k, v in m.items()}
+    final.update({f"final.{k}": v for k, v in result.validation.items()})
     if timing["seconds_per_step"]:
         final["time_per_step_ms"] = 1000 * timing["seconds_per_step"]
     final["parameters"] = result.parameters["total"]
@@ -670,6 +702,7 @@ def _load_result(run_dir: Path, key: str) -> RunResult:
         run_dir / "model.keras",
         preds,
         measured,
+        summary.get("validation", {}),
     )
 
 

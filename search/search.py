@@ -7,10 +7,11 @@ backend (:mod:`search.optuna_backend` or :mod:`search.kt_backend`) samples trial
 exactly like an ablation variant, so a trial whose configuration was trained before (by an earlier trial, canonical,
 or a killed process) is reused or resumed by its run key, not retrained.
 
-The objective is the best value of ``objective.metric`` (a validation metric) over the epochs of the recipe's last
-stage (the stage whose weights are kept, with early stopping's best weights restored). Only the last stage's
-epochs are reported to pruners (step = epoch of that stage), so trials with and without pretraining are compared
-on the same scale.
+The objective of a complete trial is ``objective.metric`` (a validation metric) of the model the trial exports,
+on the recipe's last stage's validation split (:func:`runners.train.final_validation`: the restored best epoch,
+after any ``keep_previous`` mixing and strand averaging); while a trial runs, and for a run that predates that
+record, it is the best value over the last stage's epochs. Only the last stage's epochs are reported to pruners
+(step = epoch of that stage), so trials with and without pretraining are compared on the same scale.
 
 MLflow: a parent run per search; a child run per trial (tags ``mlflow.parentRunId``, ``crmlab.trial``,
 ``crmlab.trial_state`` = complete / pruned / failed, params ``trial.KEY`` for the active sampled values only,
@@ -410,7 +411,8 @@ def run_trial(
         if not curve:  # finished before this trial saw it (an earlier identical trial): its whole curve
             for epoch, value in last_stage_curve(result.history, final, metric):
                 step(epoch, value)
-        outcome = TrialOutcome("complete", best_value(curve, direction), curve, result)
+        value = result.validation.get(metric, best_value(curve, direction))
+        outcome = TrialOutcome("complete", value, curve, result)
         if canonical is not None:
             outcome.deltas = {
                 f"delta.{test}.{m}": result.test_metrics[test][m] - canonical[test][m]

@@ -87,6 +87,11 @@ def test_keep_previous_mixes_the_stage_start_back_in_across_a_restart_and_the_ex
     for b, a, g in zip(before, after, got.get_weights(), strict=True):
         np.testing.assert_allclose(g, 0.25 * b + 0.75 * a, rtol=1e-4, atol=1e-6)
 
+    best = max((h for h in plain.history if h["stage"] == "finetune"), key=lambda h: h["val_r2"])
+    for k in ("val_r2", "val_pearson_r", "val_mse", "val_loss"):  # restored best epoch: the epoch's own metrics
+        assert plain.validation[k] == pytest.approx(best[k], abs=2e-4), k
+    assert mixed.validation["val_pearson_r"] != pytest.approx(plain.validation["val_pearson_r"], abs=1e-6)
+
     tokens = loaded.tests["native"].tokens
     forward = got.predict(tokens.astype("int32"), verbose=0).ravel()
     np.testing.assert_allclose(forward, mixed.predictions["native"], rtol=1e-5)

@@ -68,7 +68,8 @@ def test_optuna_search_runs_every_trial_once_and_reports(
         # inactive parameters are not sampled: num_heads exists exactly when the transformer is on
         assert ("num_heads" in t.params) == t.params["transformer"]
         assert len(t.intermediate_values) == t.user_attrs["epochs"] == 2  # every fine-tuning epoch reported
-        assert t.value == max(t.intermediate_values.values())
+        # the exported model's validation r: the restored best epoch's, recomputed in float64
+        assert t.value == pytest.approx(max(t.intermediate_values.values()), abs=1e-4)
         assert set(t.user_attrs["deltas"]) >= {"delta.native.pearson_r", "delta.native.r2"}
     canonical = study.user_attrs[optuna_backend.CANONICAL_ATTR]
     assert set(canonical["tests"]["native"]) >= {"pearson_r", "spearman_rho", "r2", "mse"}

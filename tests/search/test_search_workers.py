@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -37,7 +38,11 @@ def _wait_for_running_trial(url: str, proc: subprocess.Popen, timeout: float = 3
             if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
                 time.sleep(0.5)
                 continue
-            storage = storage or optuna.storages.RDBStorage(url)
+            try:
+                storage = storage or optuna.storages.RDBStorage(url)
+            except sqlalchemy.exc.SQLAlchemyError:  # the search is creating the schema in this file right now
+                time.sleep(0.5)
+                continue
             try:
                 study = optuna.load_study(study_name="tiny_search", storage=storage)
             except KeyError:  # not created yet

@@ -76,7 +76,7 @@ def check_splits(recipe: Recipe, datasets: dict[str, data_mod.Dataset], file: st
                 raise SpecError(file, f"recipe.stages.{i}.split", f"data set '{stage.data}': {message}") from None
 
 
-def check_assembles(graph: GraphSpec, recipe: Recipe | None = None, file: str = "", prefix: str = "recipe") -> int:
+def check_assembles(graph: GraphSpec, recipe: Recipe | None = None, file: str = "") -> int:
     """Build the model once (catches shape errors before anything is written); returns its parameter count.
 
     With a ``recipe`` that sets ``average_reverse_complement``, the strand-averaging export is built too, so a graph
@@ -92,7 +92,7 @@ def check_assembles(graph: GraphSpec, recipe: Recipe | None = None, file: str = 
             try:
                 reverse_complement_average(model)
             except ValueError as exc:
-                raise SpecError(file, f"{prefix}.average_reverse_complement", str(exc)) from None
+                raise SpecError(file, "recipe.average_reverse_complement", str(exc)) from None
         return parameter_counts(model)["total"]
     finally:
         keras.backend.clear_session()

@@ -315,6 +315,13 @@ def _split(ds: data_mod.Dataset, stage: Stage, datasets: dict[str, data_mod.Data
     return ds.subset(train_idx), ds.subset(val_idx)
 
 
+def loss_function(recipe: Recipe) -> keras.losses.Loss:
+    """The recipe's training loss (Huber with its ``delta``, or mean squared error)."""
+    if recipe.loss.name == "huber":
+        return keras.losses.Huber(delta=recipe.loss.delta)
+    return keras.losses.MeanSquaredError()
+
+
 def compile_for_training(model: keras.Model, recipe: Recipe, stage: Stage, steps: int, dist: Distribution) -> Any:
     """Compile ``model`` for ``stage`` of ``recipe`` (loss, optimiser, per-step schedule, metrics, XLA); returns the
     optimiser. ``steps`` is the number of steps per epoch."""
@@ -327,12 +334,9 @@ def compile_for_training(model: keras.Model, recipe: Recipe, stage: Stage, steps
         optimizer = keras.optimizers.AdamW(weight_decay=recipe.weight_decay, **kwargs)
     else:
         optimizer = keras.optimizers.Adam(**kwargs)
-    loss = (
-        keras.losses.Huber(delta=recipe.loss.delta) if recipe.loss.name == "huber" else keras.losses.MeanSquaredError()
-    )
     model.compile(
         optimizer=optimizer,
-        loss=loss,
+        loss=loss_function(recipe),
         metrics=[keras.metrics.R2Score(name="r2"), PearsonR(), keras.metrics.MeanSquaredError(name="mse")],
         jit_compile=recipe.jit_compile,
     )
@@ -569,12 +573,7 @@ def final_validation(
     y = (val.values.astype("float64") - mean) / std
     p = (predict(exported, val.tokens, replicas).astype("float64") - mean) / std
     m = regression_metrics(y, p)
-    err = np.abs(y - p)
-    if recipe.loss.name == "huber":
-        d = recipe.loss.delta
-        loss = float(np.mean(np.where(err <= d, 0.5 * err**2, d * (err - 0.5 * d))))
-    else:
-        loss = float(np.mean(err**2))
+    loss = float(keras.ops.convert_to_numpy(loss_function(recipe)(y.reshape(-1, 1), p.reshape(-1, 1))))
     return {"val_pearson_r": m["pearson_r"], "val_r2": m["r2"], "val_mse": m["mse"], "val_loss": loss}
 
 

@@ -21,10 +21,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 from crmnet_keras import SMALL, build_crmnet
 
-from blocks.assemble import parameter_counts
-from registry.spec import load_graph
-from registry.validate import resolve_graph
-from runners.bench import (
+from crmlab.blocks.assemble import parameter_counts
+from crmlab.registry.spec import load_graph
+from crmlab.registry.validate import resolve_graph
+from crmlab.runners.bench import (
     bench_recipe,
     compiled_model,
     interleaved_steps,
@@ -32,8 +32,8 @@ from runners.bench import (
     text_table,
     write_csv,
 )
-from runners.distribute import make_distribution
-from runners.train import compile_for_training
+from crmlab.runners.distribute import make_distribution
+from crmlab.runners.train import compile_for_training
 
 ROOT = Path(__file__).resolve().parents[1]
 CANONICAL_PARAMETERS = 34_170_289

@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import pandas as pd
 
-from runners.bench import measure, pipeline_throughput, text_table, write_csv
+from crmlab.runners.bench import measure, pipeline_throughput, text_table, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data/dream_test_derived_61313.tsv.gz"

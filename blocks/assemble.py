@@ -6,11 +6,11 @@ from typing import Any
 
 import keras
 
-from registry import core
-from registry.core import Registry
-from registry.errors import SpecError
-from registry.spec import GraphSpec, split_ref, topological_order
-from registry.validate import resolve_graph
+from crmlab.registry import core
+from crmlab.registry.core import Registry
+from crmlab.registry.errors import SpecError
+from crmlab.registry.spec import GraphSpec, split_ref, topological_order
+from crmlab.registry.validate import resolve_graph
 
 
 def _first_line(exc: BaseException) -> str:
@@ -27,7 +27,7 @@ def assemble(spec: GraphSpec, blocks: Registry | None = None, templates: Registr
     Each node becomes one layer named after the node, so ``model.get_layer("enc2")`` is node ``enc2``.
 
     Raises:
-        SpecErrors: the spec is invalid (see :func:`registry.validate.resolve_graph`).
+        SpecErrors: the spec is invalid (see :func:`crmlab.registry.validate.resolve_graph`).
         SpecError: a block rejects its parameters or its input shapes; the message names the node.
     """
     reg = blocks if blocks is not None else core.blocks()
@@ -72,13 +72,13 @@ def reverse_complement_average(model: keras.Model) -> keras.Model:
     complement.
 
     The tokens go once through the model's ``onehot_input`` block; everything after it runs twice with shared
-    weights, on the one-hot sequence and on its :class:`~blocks.sequence.ReverseComplement`. Input shape: the
+    weights, on the one-hot sequence and on its :class:`~crmlab.blocks.sequence.ReverseComplement`. Input shape: the
     model's ``(batch, length)`` tokens. Output shape: its ``(batch, 1)``.
 
     Raises:
         ValueError: the model has no single ``onehot_input`` block through which all its tokens pass.
     """
-    from blocks.sequence import OneHotInput, ReverseComplement
+    from crmlab.blocks.sequence import OneHotInput, ReverseComplement
 
     found = [layer for layer in model.layers if isinstance(layer, OneHotInput)]
     if len(found) != 1:

@@ -7,8 +7,8 @@ from typing import Any
 
 import keras
 
-from blocks.base import Block, apply, block
-from registry.types import PositiveInt, Rate, Widths
+from crmlab.blocks.base import Block, apply, block
+from crmlab.registry.types import PositiveInt, Rate, Widths
 
 
 @block()

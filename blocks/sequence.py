@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from annotated_types import Ge
 from keras import ops
 
-from blocks.base import Block, block
+from crmlab.blocks.base import Block, block
 
 ALPHABET = "NACGT"
 """Token order of crmlab and CRMnet: 0 = N (and any unknown base), 1 = A, 2 = C, 3 = G, 4 = T."""
@@ -51,7 +51,7 @@ class ReverseComplement(Block):
     """Reverse complement of one-hot DNA in crmlab's channel order N, A, C, G, T (N stays N); no weights.
 
     A model that averages its predictions for ``x`` and ``ReverseComplement()(x)`` is strand-symmetric (see
-    :func:`blocks.assemble.reverse_complement_average`). Padding N at the 3' end moves to the 5' end, exactly as
+    :func:`crmlab.blocks.assemble.reverse_complement_average`). Padding N at the 3' end moves to the 5' end, exactly as
     the reverse-complement augmentation of training does it on tokens.
 
     Input shape: ``(batch, length, 5)`` one-hot. Output shape: the same.

@@ -6,8 +6,8 @@ from typing import Any
 
 import keras
 
-from blocks.base import Block, block
-from registry.types import PositiveInt, Rate, Widths
+from crmlab.blocks.base import Block, block
+from crmlab.registry.types import PositiveInt, Rate, Widths
 
 
 class _EncoderBlock(keras.layers.Layer):

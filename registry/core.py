@@ -23,7 +23,7 @@ that fails to import is recorded in :attr:`Registry.failed` (and shown by ``crml
 other blocks.
 
 The ``crmlab.templates`` group follows the same rules with plain Python functions ``template(**params) -> dict``
-returning a graph-spec document (see :mod:`registry.templates`).
+returning a graph-spec document (see :mod:`crmlab.registry.templates`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from functools import cache
 from importlib import metadata
 from typing import Any
 
-from registry.errors import CrmlabError
+from crmlab.registry.errors import CrmlabError
 
 BLOCK_GROUP = "crmlab.blocks"
 TEMPLATE_GROUP = "crmlab.templates"
@@ -202,7 +202,7 @@ class Registry:
                 factory = entry.loader()
                 entry.info = BlockInfo.from_factory(name, factory, entry.origin)
             except (Exception, SystemExit) as exc:  # a plugin is never fatal
-                self.failed[name] = LoadFailure(name, entry.origin, f"{type(exc).__name__}: {exc}")
+                self.failed[name] = LoadFailure(name, entry.origin, load_error_text(exc))
                 raise BlockLoadError(self._failure_text(self.failed[name])) from None
         return entry.info
 
@@ -218,6 +218,20 @@ class Registry:
             except BlockLoadError:
                 continue
         return loaded
+
+
+#: Top-level names crmlab's sub-packages had before they moved under ``crmlab`` (``blocks.base`` ->
+#: ``crmlab.blocks.base``); a plugin that still imports one gets a hint instead of a bare ModuleNotFoundError.
+OLD_TOP_LEVEL = ("registry", "blocks", "runners", "search")
+
+
+def load_error_text(exc: BaseException) -> str:
+    """One line describing why an entry point failed to import, with the new import for crmlab's old names."""
+    missing = getattr(exc, "name", None) or ""
+    if isinstance(exc, ModuleNotFoundError) and missing.split(".")[0] in OLD_TOP_LEVEL:
+        hint = "from crmlab.blocks import Block, block" if missing.startswith("blocks") else f"import crmlab.{missing}"
+        return f"it imports '{missing}', which is now 'crmlab.{missing}' (use: {hint})"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _discover(group: str, kind: str) -> Registry:

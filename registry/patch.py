@@ -10,8 +10,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from registry import yamlio
-from registry.errors import SpecError, did_you_mean
+from crmlab.registry import yamlio
+from crmlab.registry.errors import SpecError, did_you_mean
 
 
 def _step(node: Any, part: str, path: str, where: str, file: str) -> Any:

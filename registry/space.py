@@ -31,10 +31,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from registry import yamlio
-from registry.errors import Issue, SpecError, SpecErrors, did_you_mean
-from registry.spec import pydantic_issues
-from registry.variants import SHORTCUTS, Patch
+from crmlab.registry import yamlio
+from crmlab.registry.errors import Issue, SpecError, SpecErrors, did_you_mean
+from crmlab.registry.spec import pydantic_issues
+from crmlab.registry.variants import SHORTCUTS, Patch
 
 Scalar = bool | int | float | str | None
 

@@ -16,7 +16,7 @@ port). Instead of ``nodes`` a spec may name a registered template whose paramete
 
     template: {name: crmnet_unet, params: {depth: 3, filters: 32}}
 
-Parsing here checks the document's shape only; :mod:`registry.validate` checks it against the block registry.
+Parsing here checks the document's shape only; :mod:`crmlab.registry.validate` checks it against the block registry.
 Nothing in this module imports Keras.
 """
 
@@ -30,8 +30,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from registry import yamlio
-from registry.errors import Issue, SpecError, SpecErrors, did_you_mean
+from crmlab.registry import yamlio
+from crmlab.registry.errors import Issue, SpecError, SpecErrors, did_you_mean
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DTYPES = ("int32", "int64", "uint8", "float32")
@@ -194,7 +194,7 @@ def parse_graph(data: Any, file: str = "") -> GraphSpec:
 
 
 def load_graph(path: str | Path) -> GraphSpec:
-    """Read a graph spec YAML file (shape only; call :func:`registry.validate.resolve_graph` to validate)."""
+    """Read a graph spec YAML file (shape only; call :func:`crmlab.registry.validate.resolve_graph` to validate)."""
     return parse_graph(yamlio.load(path), str(path))
 
 

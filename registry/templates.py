@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from registry.types import PositiveInt, Rate, Widths
+from crmlab.registry.types import PositiveInt, Rate, Widths
 
 
 def crmnet_unet(

@@ -2,7 +2,7 @@
 
 :func:`resolve_graph` is the single entry point used by ``build``, ``train``, ablation and search: it expands a
 template (if the spec names one), then checks every node's block, parameters and inputs, cycles and outputs, and
-reports all problems at once as :class:`~registry.errors.SpecErrors` (one ``FILE: key.path: message`` line each).
+reports all problems at once as :class:`~crmlab.registry.errors.SpecErrors` (one ``FILE: key.path: message`` line each).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from registry import core
-from registry.core import BlockLoadError, Param, Registry
-from registry.errors import Issue, SpecError, SpecErrors, did_you_mean
-from registry.spec import GraphSpec, parse_graph, split_ref
+from crmlab.registry import core
+from crmlab.registry.core import BlockLoadError, Param, Registry
+from crmlab.registry.errors import Issue, SpecError, SpecErrors, did_you_mean
+from crmlab.registry.spec import GraphSpec, parse_graph, split_ref
 
 
 @cache

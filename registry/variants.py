@@ -26,10 +26,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from registry.core import BlockLoadError, Registry
-from registry.errors import Issue, SpecError, SpecErrors, did_you_mean
-from registry.patch import set_path
-from registry.spec import pydantic_issues, split_ref
+from crmlab.registry.core import BlockLoadError, Registry
+from crmlab.registry.errors import Issue, SpecError, SpecErrors, did_you_mean
+from crmlab.registry.patch import set_path
+from crmlab.registry.spec import pydantic_issues, split_ref
 
 SHORTCUTS = ("transformer", "se", "skips", "pretraining")
 BYPASSED_BLOCKS = ("transformer_encoder", "position_encoding")

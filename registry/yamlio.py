@@ -5,7 +5,7 @@ Compared with ``yaml.safe_load`` this loader also:
 * rejects duplicate mapping keys (PyYAML silently keeps the last one, hiding typos in long specs);
 * reads ``1e-4`` and ``1E5`` as floats, as YAML 1.2 does (PyYAML's YAML 1.1 resolver reads them as strings);
 * reports syntax errors and tags that would construct Python objects (``!!python/object``) as a
-  one-line :class:`~registry.errors.SpecError` with the file and line;
+  one-line :class:`~crmlab.registry.errors.SpecError` with the file and line;
 * rejects recursive aliases and documents that aliases expand beyond :data:`MAX_VALUES` values (a "billion laughs"
   document is a few lines that expand to billions of values once validated, copied or printed).
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from registry.errors import SpecError
+from crmlab.registry.errors import SpecError
 
 MAX_VALUES = 1_000_000
 """The most values (scalars, lists and mappings, counted as if every alias were written out) one document may hold."""

@@ -28,14 +28,14 @@ from typing import Any
 import keras
 import numpy as np
 
-from blocks.assemble import assemble
-from registry.errors import CrmlabError
-from registry.spec import GraphSpec, load_graph
-from registry.validate import resolve_graph
-from runners.distribute import make_distribution
-from runners.pipeline import Batches
-from runners.recipe import Recipe, Stage
-from runners.train import compile_for_training
+from crmlab.blocks.assemble import assemble
+from crmlab.registry.errors import CrmlabError
+from crmlab.registry.spec import GraphSpec, load_graph
+from crmlab.registry.validate import resolve_graph
+from crmlab.runners.distribute import make_distribution
+from crmlab.runners.pipeline import Batches
+from crmlab.runners.recipe import Recipe, Stage
+from crmlab.runners.train import compile_for_training
 
 PAPER_DATASET_SIZE = 30_722_376
 """Training sequences of the paper's epoch-time estimate (the DREAM challenge training set)."""
@@ -240,8 +240,8 @@ def _measure_in_child(
         out = Path(tmp) / "cells.json"
         request = {"spec": str(spec), "settings": settings, "steps": steps, "warmup": warmup, "jit": jit_compile}
         env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        cmd = [sys.executable, "-m", "runners.bench", json.dumps(request), str(out)]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+        cmd = [sys.executable, "-m", "crmlab.runners.bench", json.dumps(request), str(out)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0 or not out.exists():
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise CrmlabError(f"--backend: measuring on {backend} failed: {last}")
@@ -329,7 +329,7 @@ def log_step_time(
 ) -> str:
     """Log a step-time table as an MLflow run: settings as params, the best seq/s as a metric, the CSV (and the
     markdown copy beside it, if any) as artifacts. Returns the run id."""
-    from runners.tracking import Tracker, flatten
+    from crmlab.runners.tracking import Tracker, flatten
 
     tracker = Tracker(tracking_uri, experiment)
     run_id = tracker.start(f"step_time {Path(spec).stem}", {"crmlab.bench": "step_time"})
@@ -426,13 +426,13 @@ def pipeline_throughput(
 ) -> dict[str, float]:
     """Sequences per second of each stage of the training input pipeline, best of ``repeats``.
 
-    - ``tokenise``: :func:`runners.data.encode` (strings -> ``uint8`` tokens, padded to ``length``);
-    - ``batch``: one shuffled epoch of :class:`runners.pipeline.Batches` (index, gather, cast to int32);
+    - ``tokenise``: :func:`crmlab.runners.data.encode` (strings -> ``uint8`` tokens, padded to ``length``);
+    - ``batch``: one shuffled epoch of :class:`crmlab.runners.pipeline.Batches` (index, gather, cast to int32);
     - ``feed``: one epoch of ``model.fit`` over those batches with a model that does almost nothing (a trainable
       scale on the token mean), i.e. Keras' data adapter and the transfer into the backend: the most the
       pipeline can deliver to a model.
     """
-    from runners.data import encode
+    from crmlab.runners.data import encode
 
     def best(fn: Callable[[], None]) -> float:
         times = []

@@ -6,7 +6,7 @@ says where the data is and how to read it, :func:`load` turns it into a :class:`
 cached by content hash), and :func:`split` cuts a dataset into index arrays, at random or by whole groups (e.g.
 sequence clusters, so near-duplicates never straddle a split).
 
-Every mistake in the data is a one-line :class:`~registry.errors.SpecError`: ``FILE: key.path: message`` for a
+Every mistake in the data is a one-line :class:`~crmlab.registry.errors.SpecError`: ``FILE: key.path: message`` for a
 setting (``data/x.tsv: data.train.sequence_column: no column 'seqq' (did you mean 'seq'?)``) and ``FILE:LINE:
 message`` for a row (``data/x.tsv:1875: sequence has 'X' at position 31; allowed: A, C, G, T, N``), where LINE
 counts every line of the file from 1, header included.
@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import pydantic
 
-from registry.errors import Issue, SpecError, SpecErrors, did_you_mean
+from crmlab.registry.errors import Issue, SpecError, SpecErrors, did_you_mean
 
 ALPHABET = "NACGT"
 MODEL_LENGTH = 112

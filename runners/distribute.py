@@ -10,7 +10,7 @@ from typing import Any
 
 import keras
 
-from registry.errors import SpecError
+from crmlab.registry.errors import SpecError
 
 
 @dataclass

@@ -6,7 +6,7 @@ gradient of the prediction (measured scale) times the input keeps, at each posit
 base: the per-position saliency of the CRMnet paper's Fig. 5 ("input-masked gradient"). Gradients come from the
 backend's own automatic differentiation (:func:`input_gradients`: TensorFlow or JAX).
 
-:func:`explain` joins saliency with JASPAR motif hits (:mod:`runners.motifs`); :func:`write_explanation` writes
+:func:`explain` joins saliency with JASPAR motif hits (:mod:`crmlab.runners.motifs`); :func:`write_explanation` writes
 the tables and figures to a folder, :func:`log_folder` logs it to an MLflow run.
 """
 
@@ -22,9 +22,9 @@ import keras
 import numpy as np
 import pandas as pd
 
-from registry.errors import CrmlabError
-from runners.data import SequenceTable
-from runners.motifs import Motif, motif_table, scan
+from crmlab.registry.errors import CrmlabError
+from crmlab.runners.data import SequenceTable
+from crmlab.runners.motifs import Motif, motif_table, scan
 
 
 def onehot_model(model: keras.Model) -> keras.Model:
@@ -33,7 +33,7 @@ def onehot_model(model: keras.Model) -> keras.Model:
     Raises:
         CrmlabError: the model has no single ``onehot_input`` block feeding the rest of the network.
     """
-    from blocks.sequence import OneHotInput
+    from crmlab.blocks.sequence import OneHotInput
 
     found = [layer for layer in model.layers if isinstance(layer, OneHotInput)]
     if len(found) != 1:
@@ -122,8 +122,8 @@ class Explanation:
         sequences: the scored sequences (ids, tokens ``(n, length)``, lengths ``(n,)``, measured values or None).
         contributions: ``(n, length, 4)`` gradient x input in the A, C, G, T channels.
         saliency: ``(n, length)`` per-position saliency.
-        hits: motif hits (:func:`runners.motifs.scan`).
-        table: the per-motif table (:func:`runners.motifs.motif_table`).
+        hits: motif hits (:func:`crmlab.runners.motifs.scan`).
+        table: the per-motif table (:func:`crmlab.runners.motifs.motif_table`).
     """
 
     sequences: SequenceTable
@@ -149,7 +149,7 @@ def explain(
         sequences: the sequences (with measured values for the expression columns).
         motifs: motifs to scan for.
         p_value: hit threshold of the scan.
-        hits: hits of ``motifs`` in ``sequences`` from an earlier :func:`runners.motifs.scan` (shared by models).
+        hits: hits of ``motifs`` in ``sequences`` from an earlier :func:`crmlab.runners.motifs.scan` (shared by models).
         batch_size: sequences per gradient evaluation.
         progress: show progress bars.
 
@@ -186,7 +186,7 @@ def write_explanation(
     Returns:
         The files written.
     """
-    from runners.explain_plots import motif_bars, saliency_logos
+    from crmlab.runners.explain_plots import motif_bars, saliency_logos
 
     out.mkdir(parents=True, exist_ok=True)
     seqs = expl.sequences
@@ -226,7 +226,7 @@ def log_folder(run_id: str, tracking_uri: str | None, folder: Path, artifact_pat
     """
     from mlflow.tracking import MlflowClient
 
-    from runners.tracking import default_tracking_uri
+    from crmlab.runners.tracking import default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri()
     try:

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from runners.motifs import BASES, Motif
+from crmlab.runners.motifs import BASES, Motif
 
 if TYPE_CHECKING:
-    from runners.explain import Explanation
+    from crmlab.runners.explain import Explanation
 
 TOP = 20
 """Motifs shown in a bar chart (the most frequent ones with at least ``min_hits`` hits)."""
@@ -36,7 +36,7 @@ def motif_bars(table: pd.DataFrame, path: Path, title: str, min_hits: int) -> li
     measured expression of sequences with vs without the motif (when the table has it).
 
     Args:
-        table: :func:`runners.motifs.motif_table` output.
+        table: :func:`crmlab.runners.motifs.motif_table` output.
         path: the PNG to write.
         title: figure title.
         min_hits: motifs with fewer hits are left out.

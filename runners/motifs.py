@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from registry.errors import CrmlabError
+from crmlab.registry.errors import CrmlabError
 
 BASES = "ACGT"
 DEFAULT_RELEASE = "JASPAR2026"

@@ -4,7 +4,7 @@ A trained model is named by a ``.keras`` file, a run directory (``RUNS_DIR/<run 
 or an MLflow run id (its logged ``model.keras`` artifact is downloaded). Every exported crmlab model ends in a
 ``target_scale`` rescaling layer, so it predicts on the measured scale of the run's final training stage.
 
-Sequences are read with :func:`runners.data.read_sequences` (the readers, checks and encoding of training data),
+Sequences are read with :func:`crmlab.runners.data.read_sequences` (the readers, checks and encoding of training data),
 so a file scored here gives the very tokens its training or test run saw.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from registry.errors import CrmlabError
-from runners.data import ALPHABET, SequenceTable
+from crmlab.registry.errors import CrmlabError
+from crmlab.runners.data import ALPHABET, SequenceTable
 
 BASES = "ACGT"
 """Substitution columns of the mutagenesis effects, in token order (tokens 1..4)."""
@@ -82,7 +82,7 @@ def load_model(ref: str | Path, tracking_uri: str | None = None) -> LoadedModel:
 
 
 def _load_keras(path: Path) -> keras.Model:
-    from registry import core
+    from crmlab.registry import core
 
     core.blocks().load_all()  # imports every block module, registering its layers for deserialisation
     try:
@@ -96,7 +96,7 @@ def _download_model(run_id: str, tracking_uri: str | None) -> keras.Model:
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
-    from runners.tracking import default_tracking_uri
+    from crmlab.runners.tracking import default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri()
     with tempfile.TemporaryDirectory(prefix="crmlab-model-") as tmp:

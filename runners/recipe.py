@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from registry import yamlio
-from registry.errors import Issue, SpecError, SpecErrors, did_you_mean
-from registry.spec import pydantic_issues
-from runners.data import DataSource
+from crmlab.registry import yamlio
+from crmlab.registry.errors import Issue, SpecError, SpecErrors, did_you_mean
+from crmlab.registry.spec import pydantic_issues
+from crmlab.runners.data import DataSource
 
 MONITORS = ("val_loss", "val_r2", "val_pearson_r", "val_mse")
 

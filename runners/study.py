@@ -8,13 +8,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from registry import yamlio
-from registry.errors import CrmlabError, Issue, SpecError, SpecErrors
-from registry.patch import parse_assignment, set_path
-from registry.spec import GraphSpec, load_graph
-from registry.validate import resolve_graph
-from runners import data as data_mod
-from runners.recipe import Recipe, TrainStudy, check_study_document, inline_recipe, parse_train_study, referenced_file
+from crmlab.registry import yamlio
+from crmlab.registry.errors import CrmlabError, Issue, SpecError, SpecErrors
+from crmlab.registry.patch import parse_assignment, set_path
+from crmlab.registry.spec import GraphSpec, load_graph
+from crmlab.registry.validate import resolve_graph
+from crmlab.runners import data as data_mod
+from crmlab.runners.recipe import (
+    Recipe,
+    TrainStudy,
+    check_study_document,
+    inline_recipe,
+    parse_train_study,
+    referenced_file,
+)
 
 
 def default_runs_dir() -> Path:
@@ -84,7 +91,7 @@ def check_assembles(graph: GraphSpec, recipe: Recipe | None = None, file: str = 
     """
     import keras
 
-    from blocks.assemble import assemble, parameter_counts, reverse_complement_average
+    from crmlab.blocks.assemble import assemble, parameter_counts, reverse_complement_average
 
     try:
         model = assemble(graph)

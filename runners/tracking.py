@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from registry.errors import CrmlabError
+from crmlab.registry.errors import CrmlabError
 
 PARAM_VALUE_LIMIT = 6000
 

@@ -27,16 +27,16 @@ from typing import Any
 import keras
 import numpy as np
 
-from blocks.assemble import assemble, parameter_counts, reverse_complement_average
-from registry import yamlio
-from registry.errors import CrmlabError
-from registry.spec import GraphSpec
-from runners import data as data_mod
-from runners.distribute import Distribution, make_distribution
-from runners.metrics import PearsonR, regression_metrics
-from runners.pipeline import Batches
-from runners.recipe import Recipe, Schedule, Stage
-from runners.tracking import Tracker, flatten, git_commit
+from crmlab.blocks.assemble import assemble, parameter_counts, reverse_complement_average
+from crmlab.registry import yamlio
+from crmlab.registry.errors import CrmlabError
+from crmlab.registry.spec import GraphSpec
+from crmlab.runners import data as data_mod
+from crmlab.runners.distribute import Distribution, make_distribution
+from crmlab.runners.metrics import PearsonR, regression_metrics
+from crmlab.runners.pipeline import Batches
+from crmlab.runners.recipe import Recipe, Schedule, Stage
+from crmlab.runners.tracking import Tracker, flatten, git_commit
 
 STATE_VERSION = 1
 EpochHook = Callable[[str, int, dict[str, float]], None]
@@ -105,7 +105,7 @@ def finished_result(
 
 @keras.saving.register_keras_serializable(package="crmlab")
 class StageSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """A recipe :class:`~runners.recipe.Schedule` evaluated per optimiser step (``keras.ops`` only)."""
+    """A recipe :class:`~crmlab.runners.recipe.Schedule` evaluated per optimiser step (``keras.ops`` only)."""
 
     def __init__(self, schedule: dict[str, Any], steps_per_epoch: int, epochs: int, scale: float = 1.0) -> None:
         self.schedule, self.steps_per_epoch, self.epochs, self.scale = schedule, steps_per_epoch, epochs, scale
@@ -371,7 +371,7 @@ def train_run(
     """Train ``graph`` with ``recipe`` on ``datasets`` (stages name them) and evaluate on ``tests``.
 
     Args:
-        graph: a resolved graph spec (see :func:`registry.validate.resolve_graph`).
+        graph: a resolved graph spec (see :func:`crmlab.registry.validate.resolve_graph`).
         recipe: the recipe (its ``seed`` included).
         datasets: loaded training data sets by name.
         tests: loaded test sets by name.

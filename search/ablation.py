@@ -3,8 +3,8 @@
 Flow: load and validate the study; apply each variant's patch to the base graph and recipe; validate *and
 assemble* every variant before any training (a broken variant stops everything with
 ``FILE: variants.NAME.key: message``); train variants x seeds (canonical always included) with
-:func:`runners.train.train_run`, whose run keys make a re-run skip finished runs and resume the unfinished one;
-compare against canonical (:mod:`search.report`).
+:func:`crmlab.runners.train.train_run`, whose run keys make a re-run skip finished runs and resume the unfinished one;
+compare against canonical (:mod:`crmlab.search.report`).
 
 MLflow: one parent run per study (its id is kept beside the runs so a re-run reuses it), one child run per
 variant x seed linked by the ``mlflow.parentRunId`` tag and tagged with variant, seed, patch and parameter delta.
@@ -24,16 +24,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from registry import core, yamlio
-from registry.errors import Issue, SpecErrors
-from registry.spec import GraphSpec, parse_graph, pydantic_issues
-from registry.validate import resolve_graph
-from registry.variants import Patch, apply_patch, check_leave_one_out, parse_patch
-from runners import data as data_mod
-from runners.data import DataSource
-from runners.recipe import Recipe, check_study_document, inline_recipe, parse_recipe, referenced_file
-from runners.study import apply_overrides, blame_overrides, check_assembles, check_splits
-from runners.train import RunResult, TrainingFailed, digest
+from crmlab.registry import core, yamlio
+from crmlab.registry.errors import Issue, SpecErrors
+from crmlab.registry.spec import GraphSpec, parse_graph, pydantic_issues
+from crmlab.registry.validate import resolve_graph
+from crmlab.registry.variants import Patch, apply_patch, check_leave_one_out, parse_patch
+from crmlab.runners import data as data_mod
+from crmlab.runners.data import DataSource
+from crmlab.runners.recipe import Recipe, check_study_document, inline_recipe, parse_recipe, referenced_file
+from crmlab.runners.study import apply_overrides, blame_overrides, check_assembles, check_splits
+from crmlab.runners.train import RunResult, TrainingFailed, digest
 
 REFERENCE = "canonical"
 
@@ -189,7 +189,7 @@ def _state_path(runs_dir: Path, ablation: Ablation) -> Path:
 
 def parent_run(ablation: Ablation, runs_dir: Path, tracking_uri: str | None) -> tuple[Any, str]:
     """The study's MLflow parent run (created once, reopened by later invocations)."""
-    from runners.tracking import Tracker, flatten
+    from crmlab.runners.tracking import Tracker, flatten
 
     state_file = _state_path(runs_dir, ablation)
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
@@ -218,8 +218,8 @@ def run_one(
     ablation: Ablation, name: str, seed: int, runs_dir: Path, tracking_uri: str | None, parent_id: str | None
 ) -> RunResult:
     """Train (or fetch, if finished) one variant x seed."""
-    from runners.tracking import Tracker
-    from runners.train import train_run
+    from crmlab.runners.tracking import Tracker
+    from crmlab.runners.train import train_run
 
     v = ablation.variant(name)
     recipe = v.recipe.model_copy(update={"seed": seed})
@@ -249,7 +249,7 @@ def run_one(
 
 def collect(ablation: Ablation, runs_dir: Path) -> tuple[dict[tuple[str, int], RunResult], list[str]]:
     """Finished results of the study (nothing is trained) and the names of the runs still missing."""
-    from runners.train import finished_result
+    from crmlab.runners.train import finished_result
 
     results, missing = {}, []
     for seed in ablation.doc.seeds:
@@ -283,7 +283,7 @@ def run_ablation(
 ) -> tuple[dict[tuple[str, int], RunResult], list[Any], Path]:
     """Train every variant x seed not yet finished, then compare against canonical.
 
-    A run that fails (:class:`~runners.train.TrainingFailed`: a diverged loss) does not stop the others: it is
+    A run that fails (:class:`~crmlab.runners.train.TrainingFailed`: a diverged loss) does not stop the others: it is
     recorded in ``ablation.failed``, its MLflow run is marked FAILED, its variant is left out of the comparison and
     listed in ``report.md`` and on the parent run (tag ``crmlab.failed_runs``). If canonical fails there is nothing
     to compare against: the other runs are still trained, then ``TrainingFailed`` is raised.
@@ -332,7 +332,7 @@ def run_ablation(
         if jobs <= 1:
             r = next(iter(result.test_metrics.values()))["pearson_r"]
             progress(f"[{done}/{total}] {name} seed={seed}: r = {r:.4f} ({next(iter(result.test_metrics))})")
-    from search.report import compare, log_comparison, write_all
+    from crmlab.search.report import compare, log_comparison, write_all
 
     if any(name == REFERENCE for name, _ in ablation.failed):
         if tracker is not None:

@@ -2,7 +2,7 @@
 
 One seed's finished run of each variant is explained on one test set; motif hits depend on the sequences only,
 so they are scanned once and shared. Each variant gets the single-model outputs in its own sub-folder
-(:func:`runners.explain.write_explanation`); the comparison table puts the per-motif saliency columns of every
+(:func:`crmlab.runners.explain.write_explanation`); the comparison table puts the per-motif saliency columns of every
 variant next to each other, and a grouped bar chart shows the |saliency| ratio at hits per variant.
 """
 
@@ -16,11 +16,11 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-from registry.errors import CrmlabError, did_you_mean
-from runners.data import SequenceTable, read_sequences
-from runners.explain import Explanation, explain, write_explanation
-from runners.motifs import Motif, scan
-from search.ablation import Ablation, _state_path, collect
+from crmlab.registry.errors import CrmlabError, did_you_mean
+from crmlab.runners.data import SequenceTable, read_sequences
+from crmlab.runners.explain import Explanation, explain, write_explanation
+from crmlab.runners.motifs import Motif, scan
+from crmlab.search.ablation import Ablation, _state_path, collect
 
 SHARED = ["motif", "name", "width", "hits", "sequences", "expression_with", "expression_without", "expression_p"]
 PER_VARIANT = ["saliency_at_hits", "saliency_all", "abs_saliency_at_hits", "abs_saliency_ratio"]
@@ -82,7 +82,7 @@ def explain_study(
     """Explain one seed's run of every variant on one test set and compare them.
 
     Args:
-        ablation: the loaded study (:func:`search.ablation.load_ablation`).
+        ablation: the loaded study (:func:`crmlab.search.ablation.load_ablation`).
         runs_dir: where its runs are (every variant's run of ``seed`` must be finished).
         motifs: motifs to scan for.
         out: output folder (default ``RUNS_DIR/_studies/NAME-KEY/explain-TEST-seedN``).
@@ -100,8 +100,8 @@ def explain_study(
     Raises:
         CrmlabError: an unknown test set or seed, or runs not finished.
     """
-    from runners.explain_plots import variant_bars
-    from runners.predict import load_model
+    from crmlab.runners.explain_plots import variant_bars
+    from crmlab.runners.predict import load_model
 
     seeds = ablation.doc.seeds
     seed = seeds[0] if seed is None else seed

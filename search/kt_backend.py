@@ -24,8 +24,8 @@ from typing import Any
 import keras_tuner
 from keras_tuner.engine.base_tuner import BaseTuner
 
-from registry.space import BoolParam, ChoiceParam, FloatParam, IntParam, Param, Space
-from search.search import CANONICAL, Search, TrialOutcome, TrialRow, open_parent_run, run_trial, train_canonical
+from crmlab.registry.space import BoolParam, ChoiceParam, FloatParam, IntParam, Param, Space
+from crmlab.search.search import CANONICAL, Search, TrialOutcome, TrialRow, open_parent_run, run_trial, train_canonical
 
 _PLAIN = (bool, int, float, str)
 
@@ -208,7 +208,7 @@ def run_keras_tuner(
         raise
     rows = trial_rows(tuner)
     if tracker is not None:
-        from search.optuna_backend import _log_parent
+        from crmlab.search.optuna_backend import _log_parent
 
         _log_parent(tracker, search, rows, canonical)
         tracker.end("FINISHED")
@@ -235,8 +235,8 @@ def importances(search: Search, rows: list[TrialRow]) -> dict[str, float]:
     """fANOVA importances of the complete trials, computed by Optuna on an in-memory copy."""
     import optuna
 
-    from search.optuna_backend import distributions
-    from search.optuna_backend import importances as optuna_importances
+    from crmlab.search.optuna_backend import distributions
+    from crmlab.search.optuna_backend import importances as optuna_importances
 
     done = [r for r in rows if r.state == "complete" and r.value is not None]
     if len(done) < 2 or len({r.value for r in done}) < 2:

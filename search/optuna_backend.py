@@ -25,9 +25,9 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from registry.errors import CrmlabError
-from registry.space import BoolParam, ChoiceParam, FloatParam, IntParam, Space
-from search.search import (
+from crmlab.registry.errors import CrmlabError
+from crmlab.registry.space import BoolParam, ChoiceParam, FloatParam, IntParam, Space
+from crmlab.search.search import (
     CANONICAL,
     Search,
     StopTrial,

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from search.stats import Delta, holm, mean_sd, paired_delta
+from crmlab.search.stats import Delta, holm, mean_sd, paired_delta
 
 METRICS = ("pearson_r", "spearman_rho", "r2")
 LABELS = {"pearson_r": "Pearson r", "spearman_rho": "Spearman rho", "r2": "R2"}
@@ -30,7 +30,7 @@ class Row:
 
 def compare(ablation: Any, results: dict[tuple[str, int], Any], replicates: int = 2000) -> list[Row]:
     """Rows for every variant x test set; deltas are paired by seed and Holm-corrected across variants."""
-    from search.ablation import REFERENCE
+    from crmlab.search.ablation import REFERENCE
 
     seeds = ablation.doc.seeds
     rows = []

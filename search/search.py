@@ -2,13 +2,14 @@
 
 Flow: load and validate the study, its space against the base spec (each parameter's values applied, resolved and
 assembled, before any trial runs) and the data; train canonical CRMnet (the base spec, unpatched) once; then the
-backend (:mod:`search.optuna_backend` or :mod:`search.kt_backend`) samples trials. A trial is
-:meth:`registry.space.Space.patch` -> :func:`registry.variants.apply_patch` -> :func:`runners.train.train_run`,
+backend (:mod:`crmlab.search.optuna_backend` or :mod:`crmlab.search.kt_backend`) samples trials. A trial is
+:meth:`~crmlab.registry.space.Space.patch` -> :func:`~crmlab.registry.variants.apply_patch` ->
+:func:`~crmlab.runners.train.train_run`,
 exactly like an ablation variant, so a trial whose configuration was trained before (by an earlier trial, canonical,
 or a killed process) is reused or resumed by its run key, not retrained.
 
 The objective of a complete trial is ``objective.metric`` (a validation metric) of the model the trial exports,
-on the recipe's last stage's validation split (:func:`runners.train.final_validation`: the restored best epoch,
+on the recipe's last stage's validation split (:func:`crmlab.runners.train.final_validation`: the restored best epoch,
 after any ``keep_previous`` mixing and strand averaging); while a trial runs, and for a run that predates that
 record, it is the best value over the last stage's epochs. Only the last stage's epochs are reported to pruners
 (step = epoch of that stage), so trials with and without pretraining are compared on the same scale.
@@ -28,17 +29,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from registry import core, yamlio
-from registry.errors import CrmlabError, Issue, SpecError, SpecErrors
-from registry.space import MAX_TESTED_VALUES, FloatParam, IntParam, Param, Space, parent_values, parse_space
-from registry.spec import GraphSpec, parse_graph, pydantic_issues
-from registry.validate import resolve_graph
-from registry.variants import Patch, apply_patch
-from runners import data as data_mod
-from runners.data import DataSource
-from runners.recipe import MONITORS, Recipe, check_study_document, inline_recipe, parse_recipe, referenced_file
-from runners.study import apply_overrides, blame_overrides, check_assembles, check_splits
-from runners.train import RunResult, TrainingFailed, digest
+from crmlab.registry import core, yamlio
+from crmlab.registry.errors import CrmlabError, Issue, SpecError, SpecErrors
+from crmlab.registry.space import MAX_TESTED_VALUES, FloatParam, IntParam, Param, Space, parent_values, parse_space
+from crmlab.registry.spec import GraphSpec, parse_graph, pydantic_issues
+from crmlab.registry.validate import resolve_graph
+from crmlab.registry.variants import Patch, apply_patch
+from crmlab.runners import data as data_mod
+from crmlab.runners.data import DataSource
+from crmlab.runners.recipe import MONITORS, Recipe, check_study_document, inline_recipe, parse_recipe, referenced_file
+from crmlab.runners.study import apply_overrides, blame_overrides, check_assembles, check_splits
+from crmlab.runners.train import RunResult, TrainingFailed, digest
 
 CANONICAL = "canonical"
 
@@ -357,8 +358,8 @@ def run_trial(
     Returns:
         The :class:`TrialOutcome`; a diverged run is ``failed`` with its reason, never an exception.
     """
-    from runners.tracking import Tracker
-    from runners.train import run_history, train_run
+    from crmlab.runners.tracking import Tracker
+    from crmlab.runners.train import run_history, train_run
 
     spec = search.variant(values)
     graph, recipe = spec.graph, spec.recipe
@@ -463,7 +464,7 @@ def train_canonical(
 
 def open_parent_run(search: Search, runs_dir: Path, tracking_uri: str | None, run_id: str | None) -> tuple[Any, str]:
     """The search's MLflow parent run: reopened by id (or, after a kill, by its tags), else created."""
-    from runners.tracking import Tracker, flatten
+    from crmlab.runners.tracking import Tracker, flatten
 
     tracker = Tracker(tracking_uri, search.doc.name)
     tags = {

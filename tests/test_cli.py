@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from crmlab.cli import main
-from registry import yamlio
-from registry.spec import parse_graph
+from crmlab.registry import yamlio
+from crmlab.registry.spec import parse_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAPHS = ROOT / "studies" / "graphs"

@@ -24,14 +24,14 @@ USES_PLUGIN = "tests/fixtures/plugin_pkg/uses_plugin.yaml"
 USES_PLUGIN_PARAMS = 2 * (3 * 5 * 8 + 8) + (112 * 8 * 8 + 8) + (8 + 1)
 
 
-def crmlab(*args: str, path: list[Path]) -> subprocess.CompletedProcess[str]:
-    """Run the ``crmlab`` CLI in a fresh interpreter with ``path`` prepended to ``PYTHONPATH``."""
+def crmlab(*args: str, path: list[Path], cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """Run the ``crmlab`` CLI in a fresh interpreter (in ``cwd``) with ``path`` prepended to ``PYTHONPATH``."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([*map(str, path), *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return subprocess.run(
         [sys.executable, "-m", "crmlab.cli", *args],
-        cwd=REPO,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -143,8 +143,21 @@ def test_build_with_broken_plugin_is_one_line(broken_dir: Path, tmp_path: Path) 
     assert "ImportError: needs libfoo" in lines[0]
 
 
+def test_plugin_with_old_import_gets_a_hint(tmp_path: Path) -> None:
+    """A plugin written for the old top-level names (``from blocks.base import ...``) is listed as failed, with the
+    new import; run outside the repository, where no top-level ``blocks`` folder is importable."""
+    site = tmp_path / "site"
+    fake_dist(site, "old-plugin", "0.1", {"old_block": "old_plugin_mod:Thing"})
+    (site / "old_plugin_mod.py").write_text("from blocks.base import Block, block\n")
+    run = crmlab("blocks", path=[site], cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    failed = section(run.stdout, "failed block plugins (")
+    assert "old_block" in failed and "old-plugin 0.1" in failed
+    assert "it imports 'blocks', which is now 'crmlab.blocks' (use: from crmlab.blocks import Block, block)" in failed
+
+
 def test_duplicate_block_name_is_one_line(tmp_path: Path) -> None:
-    fake_dist(tmp_path, "dup-plugin", "0.2", {"se_block": "blocks.conv:SEBlock"})
+    fake_dist(tmp_path, "dup-plugin", "0.2", {"se_block": "crmlab.blocks.conv:SEBlock"})
     run = crmlab("blocks", path=[tmp_path])
     assert run.returncode == 2, run.stdout + run.stderr
     assert "Traceback" not in run.stderr
@@ -157,12 +170,12 @@ def test_duplicate_block_name_is_one_line(tmp_path: Path) -> None:
 def test_assemble_with_in_memory_registry() -> None:
     import keras
 
-    from blocks.assemble import assemble, parameter_counts
-    from blocks.base import Block, block
-    from blocks.sequence import OneHotInput
-    from registry.core import Registry
-    from registry.errors import SpecErrors
-    from registry.spec import parse_graph
+    from crmlab.blocks.assemble import assemble, parameter_counts
+    from crmlab.blocks.base import Block, block
+    from crmlab.blocks.sequence import OneHotInput
+    from crmlab.registry.core import Registry
+    from crmlab.registry.errors import SpecErrors
+    from crmlab.registry.spec import parse_graph
 
     @block(package="crmlab_tests")
     class ChannelScale(Block):

@@ -8,12 +8,12 @@ import keras
 import numpy as np
 import pytest
 
-from blocks.assemble import assemble, parameter_counts, reverse_complement_average
-from blocks.conv import SEBlock, SEConvEncoder, TransposeConvDecoder
-from blocks.heads import MLPHead
-from blocks.sequence import OneHotInput, PositionEncoding, ReverseComplement
-from blocks.transformer import TransformerEncoder
-from registry.spec import load_graph, parse_graph
+from crmlab.blocks.assemble import assemble, parameter_counts, reverse_complement_average
+from crmlab.blocks.conv import SEBlock, SEConvEncoder, TransposeConvDecoder
+from crmlab.blocks.heads import MLPHead
+from crmlab.blocks.sequence import OneHotInput, PositionEncoding, ReverseComplement
+from crmlab.blocks.transformer import TransformerEncoder
+from crmlab.registry.spec import load_graph, parse_graph
 
 GRAPHS = Path(__file__).resolve().parents[2] / "studies" / "graphs"
 
@@ -36,7 +36,7 @@ def test_onehot_of_real_sequence_matches_its_letters(real_sequences: list[str], 
 def test_reverse_complement_of_one_hot_matches_the_reverse_complement_of_the_letters(
     real_sequences: list[str],
 ) -> None:
-    from runners.data import encode
+    from crmlab.runners.data import encode
 
     complement = str.maketrans("ACGTN", "TGCAN")
     flipped = [s.translate(complement)[::-1] for s in real_sequences]
@@ -59,8 +59,8 @@ def test_reverse_complement_rejects_other_than_five_channels() -> None:
 def test_reverse_complement_average_is_the_strand_mean_and_strand_symmetric(
     real_tokens: np.ndarray, tmp_path: Path
 ) -> None:
-    from runners.explain import onehot_model
-    from runners.pipeline import reverse_complement
+    from crmlab.runners.explain import onehot_model
+    from crmlab.runners.pipeline import reverse_complement
 
     model = assemble(load_graph(GRAPHS / "crmnet_small.yaml"))
     both = reverse_complement_average(model)

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from registry import core
+from crmlab.registry import core
 
 BLOCKS = core.blocks().names()
 

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from registry.core import Registry
-from registry.templates import crmnet_unet
+from crmlab.registry.core import Registry
+from crmlab.registry.templates import crmnet_unet
 
 
 class Conv:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from registry import core
-from registry.core import BlockLoadError, DuplicateNameError, Registry
+from crmlab.registry import core
+from crmlab.registry.core import BlockLoadError, DuplicateNameError, Registry
 
 
 def test_register_and_get_reads_ports_and_params(fake_blocks: Registry) -> None:
@@ -40,7 +40,7 @@ def test_decorator_form_registers() -> None:
 
 def test_entry_points_load_lazily_and_failures_are_recorded() -> None:
     reg = Registry()
-    reg.add_entry_point(metadata.EntryPoint("good", "registry.templates:crmnet_unet", core.TEMPLATE_GROUP))
+    reg.add_entry_point(metadata.EntryPoint("good", "crmlab.registry.templates:crmnet_unet", core.TEMPLATE_GROUP))
     reg.add_entry_point(metadata.EntryPoint("bad", "no_such_module_xyz:Thing", core.BLOCK_GROUP))
     assert reg.names() == ["bad", "good"]
     assert reg.failed == {}

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from registry import yamlio
-from registry.core import blocks
-from registry.errors import SpecErrors
-from registry.space import (
+from crmlab.registry import yamlio
+from crmlab.registry.core import blocks
+from crmlab.registry.errors import SpecErrors
+from crmlab.registry.space import (
     MAX_TESTED_VALUES,
     BoolParam,
     ChoiceParam,
@@ -23,8 +23,8 @@ from registry.space import (
     parent_values,
     parse_space,
 )
-from registry.templates import crmnet_unet
-from registry.variants import Patch, apply_patch
+from crmlab.registry.templates import crmnet_unet
+from crmlab.registry.variants import Patch, apply_patch
 
 FILE = "study.yaml"
 TEMPLATE = dict(inspect.signature(crmnet_unet).parameters)  # the real template's parameter names

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from registry import yamlio
-from registry.core import Registry
-from registry.errors import SpecErrors
-from registry.spec import parse_graph, topological_order
-from registry.validate import expand_template, resolve_graph
+from crmlab.registry import yamlio
+from crmlab.registry.core import Registry
+from crmlab.registry.errors import SpecErrors
+from crmlab.registry.spec import parse_graph, topological_order
+from crmlab.registry.validate import expand_template, resolve_graph
 
 GRAPHS = Path(__file__).resolve().parents[2] / "studies" / "graphs"
 

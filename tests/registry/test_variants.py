@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from registry import yamlio
-from registry.core import Registry
-from registry.errors import SpecErrors
-from registry.spec import parse_graph
-from registry.validate import expand_template, resolve_graph
-from registry.variants import apply_patch, check_leave_one_out, parse_patch
+from crmlab.registry import yamlio
+from crmlab.registry.core import Registry
+from crmlab.registry.errors import SpecErrors
+from crmlab.registry.spec import parse_graph
+from crmlab.registry.validate import expand_template, resolve_graph
+from crmlab.registry.variants import apply_patch, check_leave_one_out, parse_patch
 
 GRAPHS = Path(__file__).resolve().parents[2] / "studies" / "graphs"
 RECIPE = {"stages": [{"name": "pretrain", "data": "dream"}, {"name": "finetune", "data": "random_library"}]}
@@ -88,7 +88,7 @@ def test_explicit_remove_with_rewiring_and_replace_and_recipe_set(crmnet: dict, 
 
 
 def test_shortcuts_on_a_template_spec_set_template_parameters(crm_blocks: Registry) -> None:
-    from registry.templates import crmnet_unet
+    from crmlab.registry.templates import crmnet_unet
 
     templates = Registry("template")
     templates.register("crmnet_unet", crmnet_unet)

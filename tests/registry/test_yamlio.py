@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from registry import yamlio
-from registry.errors import SpecError
+from crmlab.registry import yamlio
+from crmlab.registry.errors import SpecError
 
 
 def test_exponent_floats_are_numbers() -> None:

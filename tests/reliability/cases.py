@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from registry import yamlio
-from registry.spec import load_graph
-from registry.validate import resolve_graph
+from crmlab.registry import yamlio
+from crmlab.registry.spec import load_graph
+from crmlab.registry.validate import resolve_graph
 from tests.reliability.workspace import DELETE, FIXTURES
 
 TRAIN, ABLATION, GRAPH = "studies/train.yaml", "studies/ablation.yaml", "studies/tiny_graph.yaml"

@@ -32,7 +32,7 @@ def _kill() -> None:
 
 def install(point: str, n: int, trace: str) -> None:
     """Patch the training path: a kill at the ``n``-th arrival at ``point``, and epoch tracing into ``trace``."""
-    from runners import pipeline, tracking, train
+    from crmlab.runners import pipeline, tracking, train
 
     calls = {"n": 0}
 

@@ -1,13 +1,13 @@
 """Property: any YAML document or any data fed to a spec or study loader gives a valid object or the documented
-error (:class:`registry.errors.CrmlabError` and its subclasses), never another exception.
+error (:class:`crmlab.registry.errors.CrmlabError` and its subclasses), never another exception.
 
 Documents are drawn three ways: arbitrary YAML-ish text, arbitrary nested data, and valid documents (the tiny test
 studies and graph) with one to three random edits (a value replaced, a key removed or added, a list emptied), which
 reach the deep checks. Search spaces are also drawn from their own grammar (parameter names a space may use, the
 four types and near misses, bounds of every type, ``when`` strings of known names, operators and YAML values) and fed
-to :func:`registry.space.parse_space` directly and, inside the tiny search study, to
-:func:`search.search.load_search`. The default run tries ``DEFAULT_EXAMPLES`` per loader; ``pytest -m slow`` tries
-``SLOW_EXAMPLES`` per loader. Loaders that read files run on a scratch copy of the studies and data; the train,
+to :func:`crmlab.registry.space.parse_space` directly and, inside the tiny search study, to
+:func:`crmlab.search.search.load_search`. The default run tries ``DEFAULT_EXAMPLES`` per loader; ``pytest -m slow``
+tries ``SLOW_EXAMPLES`` per loader. Loaders that read files run on a scratch copy of the studies and data; the train,
 ablation and search loaders load the data but never import Keras (``assemble=False``).
 """
 
@@ -26,18 +26,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from registry import yamlio
-from registry.errors import CrmlabError
-from registry.space import Space, parse_space
-from registry.spec import GraphSpec, parse_graph
-from registry.templates import crmnet_unet
-from registry.validate import resolve_graph
-from registry.variants import SHORTCUTS
-from runners.data import DataSource
-from runners.recipe import Recipe, TrainStudy, parse_recipe, parse_train_study
-from runners.study import LoadedStudy, load_train_study
-from search.ablation import Ablation, load_ablation
-from search.search import Search, load_search
+from crmlab.registry import yamlio
+from crmlab.registry.errors import CrmlabError
+from crmlab.registry.space import Space, parse_space
+from crmlab.registry.spec import GraphSpec, parse_graph
+from crmlab.registry.templates import crmnet_unet
+from crmlab.registry.validate import resolve_graph
+from crmlab.registry.variants import SHORTCUTS
+from crmlab.runners.data import DataSource
+from crmlab.runners.recipe import Recipe, TrainStudy, parse_recipe, parse_train_study
+from crmlab.runners.study import LoadedStudy, load_train_study
+from crmlab.search.ablation import Ablation, load_ablation
+from crmlab.search.search import Search, load_search
 from tests.reliability.workspace import FIXTURES, make_workspace
 
 DEFAULT_EXAMPLES = 60

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from crmlab.cli import main
-from runners.recipe import Recipe, Stage
-from runners.train import TrainingFailed, _EpochControl, _State
+from crmlab.runners.recipe import Recipe, Stage
+from crmlab.runners.train import TrainingFailed, _EpochControl, _State
 from tests.reliability.workspace import check_one_line_error, make_workspace, mlflow_runs
 
 ONE_STAGE = "recipe.stages=[{name: finetune, data: random_library, epochs: 1, standardize: false}]"

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from registry import core, yamlio
-from registry.errors import CrmlabError
-from registry.spec import load_graph, parse_graph
-from registry.validate import resolve_graph
-from runners.study import load_train_study
-from search.ablation import load_ablation
+from crmlab.registry import core, yamlio
+from crmlab.registry.errors import CrmlabError
+from crmlab.registry.spec import load_graph, parse_graph
+from crmlab.registry.validate import resolve_graph
+from crmlab.runners.study import load_train_study
+from crmlab.search.ablation import load_ablation
 from tests.reliability.workspace import edit_yaml, make_workspace
 
 MARKER = "pwned"

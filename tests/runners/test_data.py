@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import runners.data as rd
-from registry.errors import SpecError
-from runners.data import Dataset, DataSource, decode, encode, load, split
+import crmlab.runners.data as rd
+from crmlab.registry.errors import SpecError
+from crmlab.runners.data import Dataset, DataSource, decode, encode, load, split
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 DREAM = "dream_test_derived_61313.tsv.gz"

@@ -77,8 +77,8 @@ else:
     device_count = jax.device_count()
 import keras
 
-import runners.train as train
-from runners.study import load_train_study
+import crmlab.runners.train as train
+from crmlab.runners.study import load_train_study
 
 used = []
 make_distribution = train.make_distribution

@@ -13,10 +13,10 @@ import keras
 import numpy as np
 import pytest
 
-from blocks.conv import SEConvEncoder
-from blocks.sequence import OneHotInput
-from registry.errors import CrmlabError
-from runners.explain import input_gradients, onehot_model, saliency
+from crmlab.blocks.conv import SEConvEncoder
+from crmlab.blocks.sequence import OneHotInput
+from crmlab.registry.errors import CrmlabError
+from crmlab.runners.explain import input_gradients, onehot_model, saliency
 
 ROOT = Path(__file__).resolve().parents[2]
 OTHER = "jax" if keras.config.backend() == "tensorflow" else "tensorflow"

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from registry.errors import CrmlabError
-from runners.data import encode
-from runners.motifs import BASES, Motif, coverage, jaspar_motifs, motif_table, scan
+from crmlab.registry.errors import CrmlabError
+from crmlab.runners.data import encode
+from crmlab.runners.motifs import BASES, Motif, coverage, jaspar_motifs, motif_table, scan
 from tests.conftest import read_rows
 
 COMPLEMENT = str.maketrans("ACGT", "TGCA")

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from crmlab.cli import main
-from runners.data import DataSource, encode, read_sequences
-from runners.predict import load_model, predict, saturation_mutagenesis
-from runners.study import load_train_study
-from runners.tracking import Tracker
-from runners.train import RunResult, train_run
+from crmlab.runners.data import DataSource, encode, read_sequences
+from crmlab.runners.predict import load_model, predict, saturation_mutagenesis
+from crmlab.runners.study import load_train_study
+from crmlab.runners.tracking import Tracker
+from crmlab.runners.train import RunResult, train_run
 from tests.conftest import read_rows
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,10 +8,10 @@ import keras
 import numpy as np
 import pytest
 
-from registry.errors import SpecErrors
-from runners.recipe import Schedule, parse_train_study
-from runners.study import load_train_study
-from runners.train import StageSchedule
+from crmlab.registry.errors import SpecErrors
+from crmlab.runners.recipe import Schedule, parse_train_study
+from crmlab.runners.study import load_train_study
+from crmlab.runners.train import StageSchedule
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "fixtures" / "studies" / "tiny_train.yaml"

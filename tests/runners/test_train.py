@@ -14,9 +14,9 @@ import keras
 import numpy as np
 import pytest
 
-from runners.recipe import EarlyStopping, Recipe, Stage
-from runners.study import load_train_study
-from runners.train import TrainingFailed, _EpochControl, _State, train_run
+from crmlab.runners.recipe import EarlyStopping, Recipe, Stage
+from crmlab.runners.study import load_train_study
+from crmlab.runners.train import TrainingFailed, _EpochControl, _State, train_run
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "fixtures" / "studies" / "tiny_train.yaml"
@@ -55,8 +55,8 @@ def test_a_shared_pretraining_stage_is_trained_once(tmp_path: Path) -> None:
 def test_keep_previous_mixes_the_stage_start_back_in_across_a_restart_and_the_export_averages_strands(
     tmp_path: Path,
 ) -> None:
-    from blocks.assemble import assemble
-    from runners.pipeline import reverse_complement
+    from crmlab.blocks.assemble import assemble
+    from crmlab.runners.pipeline import reverse_complement
 
     plain = _run(tmp_path, ["recipe.deterministic=true"])
     overrides = [

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from registry import yamlio
-from registry.errors import SpecErrors
-from search.ablation import REFERENCE, collect, load_ablation, run_ablation
+from crmlab.registry import yamlio
+from crmlab.registry.errors import SpecErrors
+from crmlab.search.ablation import REFERENCE, collect, load_ablation, run_ablation
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = ROOT / "tests" / "fixtures" / "studies"

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from crmlab.cli import main
-from search.ablation import REFERENCE, _state_path, load_ablation, run_ablation
+from crmlab.search.ablation import REFERENCE, _state_path, load_ablation, run_ablation
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDY = ROOT / "tests" / "fixtures" / "studies" / "tiny_ablation.yaml"

@@ -12,10 +12,10 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from crmlab.cli import main
-from runners.study import load_train_study
-from runners.train import run_key
-from search import optuna_backend
-from search.search import load_search
+from crmlab.runners.study import load_train_study
+from crmlab.runners.train import run_key
+from crmlab.search import optuna_backend
+from crmlab.search.search import load_search
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "fixtures" / "studies" / "tiny_search.yaml"
@@ -219,7 +219,7 @@ def test_a_changed_search_under_the_same_name_is_refused(
 
 def test_the_shipped_quick_study_runs_on_both_backends(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """studies/quick_search.yaml itself (real data, crmnet_small), cut to one short trial per backend."""
-    from search.kt_backend import declare
+    from crmlab.search.kt_backend import declare
 
     study = ROOT / "studies" / "quick_search.yaml"
     short = ["--set", "trials=1", "--set", "recipe.stages.0.epochs=1", "--set", "recipe.stages.1.epochs=1"]

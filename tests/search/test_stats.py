@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from search.stats import holm, mean_sd, paired_delta
+from crmlab.search.stats import holm, mean_sd, paired_delta
 
 
 def test_holm_matches_the_textbook_example() -> None:

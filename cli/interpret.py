@@ -1,8 +1,8 @@
 """``crmlab predict`` and ``crmlab explain``: using trained models (the argument handling on top of the libraries).
 
-``predict`` scores a sequence file with a model (:mod:`runners.predict`); ``explain`` measures gradient x input
-saliency at known JASPAR motifs for one model (:mod:`runners.explain`) or for every variant of an ablation study
-(:mod:`search.explain`), writes tables and figures to a folder and logs them to the MLflow run.
+``predict`` scores a sequence file with a model (:mod:`crmlab.runners.predict`); ``explain`` measures gradient x input
+saliency at known JASPAR motifs for one model (:mod:`crmlab.runners.explain`) or for every variant of an ablation study
+(:mod:`crmlab.search.explain`), writes tables and figures to a folder and logs them to the MLflow run.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from registry.errors import CrmlabError, did_you_mean
+from crmlab.registry.errors import CrmlabError, did_you_mean
 
 
 def _where(assignments: list[str]) -> dict[str, Any]:
     """``--where COLUMN=VALUE`` flags -> a ``where`` mapping (values read as YAML: ``1`` is a number)."""
-    from registry.patch import parse_assignment
+    from crmlab.registry.patch import parse_assignment
 
     where = {}
     for text in assignments:
@@ -31,7 +31,7 @@ def _where(assignments: list[str]) -> dict[str, Any]:
 def _source(path: str, args: argparse.Namespace, flag: str) -> Any:
     from pydantic import ValidationError
 
-    from runners.data import DataSource
+    from crmlab.runners.data import DataSource
 
     if not Path(path).is_file():
         raise CrmlabError(f"{flag}: {path}: no such file")
@@ -51,9 +51,9 @@ def _source(path: str, args: argparse.Namespace, flag: str) -> Any:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Score a sequence file with a trained model; ``--ism`` adds every single-nucleotide substitution's effect."""
-    from runners.data import read_sequences
-    from runners.metrics import regression_metrics
-    from runners.predict import (
+    from crmlab.runners.data import read_sequences
+    from crmlab.runners.metrics import regression_metrics
+    from crmlab.runners.predict import (
         load_model,
         mutagenesis_path,
         predict,
@@ -86,14 +86,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _study_test(study: Path, name: str | None, length: int, sources: dict[str, Any] | None = None) -> tuple[str, Any]:
     """Test set ``name`` (default: the first) of a train or ablation study file, read for scoring."""
-    from runners.data import DataSource, read_sequences
+    from crmlab.runners.data import DataSource, read_sequences
 
     if sources is None and _kind(study) == "train":
-        from runners.study import load_train_study
+        from crmlab.runners.study import load_train_study
 
         sources = load_train_study(study).study.test_sets
     elif sources is None:
-        from search.ablation import load_ablation
+        from crmlab.search.ablation import load_ablation
 
         sources = load_ablation(study, assemble=False).doc.test_sets
     name = name or next(iter(sources))
@@ -104,7 +104,7 @@ def _study_test(study: Path, name: str | None, length: int, sources: dict[str, A
 
 
 def _kind(study: Path) -> str:
-    from registry import yamlio
+    from crmlab.registry import yamlio
 
     doc = yamlio.load(study)
     kind = doc.get("kind") if isinstance(doc, dict) else None
@@ -114,7 +114,7 @@ def _kind(study: Path) -> str:
 
 
 def _motifs(args: argparse.Namespace) -> list[Any]:
-    from runners.motifs import jaspar_motifs
+    from crmlab.runners.motifs import jaspar_motifs
 
     names = [n.strip() for n in args.motifs.split(",") if n.strip()] if args.motifs else []
     return jaspar_motifs(args.jaspar_release, tax_group=args.tax_group, names=names)
@@ -133,7 +133,7 @@ def _settings(args: argparse.Namespace, target: str, test: str) -> dict[str, Any
 
 def _log(run_id: str | None, args: argparse.Namespace, folder: Path, artifact_path: str) -> None:
     """Log the outputs to MLflow; a store without the run only warns (the files are written either way)."""
-    from runners.explain import log_folder
+    from crmlab.runners.explain import log_folder
 
     if run_id is None or args.no_mlflow:
         return
@@ -158,9 +158,9 @@ def _print_table(table: Any, min_hits: int, rows: int = 15) -> None:
 
 
 def _explain_study(args: argparse.Namespace, study: Path) -> int:
-    from runners.study import default_runs_dir
-    from search.ablation import load_ablation
-    from search.explain import explain_study
+    from crmlab.runners.study import default_runs_dir
+    from crmlab.search.ablation import load_ablation
+    from crmlab.search.explain import explain_study
 
     ablation = load_ablation(study, args.set, assemble=False)
     runs_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
@@ -192,8 +192,8 @@ def _explain_study(args: argparse.Namespace, study: Path) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Saliency at known motifs for a model, a run, a train study's run or every variant of an ablation study."""
-    from runners.explain import explain, write_explanation
-    from runners.predict import load_model
+    from crmlab.runners.explain import explain, write_explanation
+    from crmlab.runners.predict import load_model
 
     target = Path(args.target)
     if target.suffix in (".yaml", ".yml") and target.is_file() and _kind(target) == "ablation":
@@ -201,8 +201,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     study = Path(args.study) if args.study else None
     sources = None
     if target.suffix in (".yaml", ".yml") and target.is_file():
-        from runners.study import default_runs_dir, load_train_study
-        from runners.train import finished_result
+        from crmlab.runners.study import default_runs_dir, load_train_study
+        from crmlab.runners.train import finished_result
 
         study = target
         loaded_study = load_train_study(target, args.set)
@@ -220,7 +220,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if study is not None and (test is None or not Path(test).is_file()):
         test, sequences = _study_test(study, test, loaded.length, sources)
     elif test is not None:
-        from runners.data import read_sequences
+        from crmlab.runners.data import read_sequences
 
         sequences = read_sequences(_source(test, args, "--test"), loaded.length, key="--test")
         test = Path(test).name.split(".")[0]

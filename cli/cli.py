@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from registry.errors import CrmlabError
+from crmlab.registry.errors import CrmlabError
 
 EXIT_USAGE = 2
 
@@ -57,8 +57,8 @@ def _import_keras_quietly() -> None:
 
 def cmd_blocks(args: argparse.Namespace) -> int:
     """List registered blocks (and templates) with origin, ports and parameters; then plugins that failed."""
-    from registry import core
-    from registry.validate import type_name
+    from crmlab.registry import core
+    from crmlab.registry.validate import type_name
 
     for reg in (core.blocks(), core.templates()):
         infos = reg.load_all()
@@ -81,9 +81,9 @@ def cmd_blocks(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     """Validate and assemble a graph spec; print a per-node summary and the parameter count."""
-    from registry import yamlio
-    from registry.spec import load_graph
-    from registry.validate import resolve_graph
+    from crmlab.registry import yamlio
+    from crmlab.registry.spec import load_graph
+    from crmlab.registry.validate import resolve_graph
 
     spec = load_graph(args.spec)
     resolved = resolve_graph(spec)
@@ -93,7 +93,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     import keras
 
-    from blocks.assemble import assemble, parameter_counts
+    from crmlab.blocks.assemble import assemble, parameter_counts
 
     model = assemble(resolved)
     if args.keras_summary:
@@ -123,9 +123,9 @@ def _print_nodes(model: Any, spec: Any) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a study: stages, test metrics, MLflow run."""
-    from runners.study import checked_runs_dir, load_train_study
-    from runners.tracking import Tracker
-    from runners.train import train_run
+    from crmlab.runners.study import checked_runs_dir, load_train_study
+    from crmlab.runners.tracking import Tracker
+    from crmlab.runners.train import train_run
 
     runs_dir = checked_runs_dir(args.runs_dir)
     loaded = load_train_study(args.study, args.set, assemble=True)
@@ -154,9 +154,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     """Run an ablation study (variants x seeds), then print and write the comparison."""
-    from runners.study import checked_runs_dir
-    from search.ablation import load_ablation, run_ablation
-    from search.report import table_text
+    from crmlab.runners.study import checked_runs_dir
+    from crmlab.search.ablation import load_ablation, run_ablation
+    from crmlab.search.report import table_text
 
     runs_dir = checked_runs_dir(args.runs_dir)
     ablation = load_ablation(args.study, args.set)
@@ -172,9 +172,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Compare the finished runs of an ablation study against canonical (trains nothing)."""
-    from runners.study import checked_runs_dir
-    from search.ablation import collect, load_ablation
-    from search.report import compare, table_text, write_all
+    from crmlab.runners.study import checked_runs_dir
+    from crmlab.search.ablation import collect, load_ablation
+    from crmlab.search.report import compare, table_text, write_all
 
     runs_dir = checked_runs_dir(args.runs_dir)
     ablation = load_ablation(args.study, args.set, assemble=False)
@@ -189,8 +189,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     """Run a search study (kind: search): canonical once, then trials; leaderboard, importances, export."""
-    from runners.study import checked_runs_dir
-    from search.search import check_export_path, export_best, importances_text, leaderboard_text, load_search
+    from crmlab.runners.study import checked_runs_dir
+    from crmlab.search.search import check_export_path, export_best, importances_text, leaderboard_text, load_search
 
     runs_dir = checked_runs_dir(args.runs_dir)
     export = check_export_path(args.export)
@@ -206,24 +206,24 @@ def cmd_search(args: argparse.Namespace) -> int:
         flush=True,
     )
     if doc.backend == "optuna":
-        from search.optuna_backend import check_storage_url, open_storage
+        from crmlab.search.optuna_backend import check_storage_url, open_storage
 
         if check_storage_url(args.storage) != "sqlite":
             open_storage(args.storage, runs_dir, search).engine.dispose()  # an unusable server is reported now
     if not args.no_mlflow:
-        from runners.tracking import Tracker
+        from crmlab.runners.tracking import Tracker
 
         Tracker(args.tracking_uri, doc.name)  # an unusable tracking store is reported before an SQLite storage
     progress = (lambda line: print(line, flush=True)) if not args.quiet else None
     if doc.backend == "optuna":
-        from search import optuna_backend as backend
+        from crmlab.search import optuna_backend as backend
 
         study, rows, canonical = backend.run_optuna(
             search, runs_dir, args.storage, args.tracking_uri, args.workers, not args.no_mlflow, progress or _silent
         )
         weights = backend.importances(study)
     else:
-        from search import kt_backend as backend
+        from crmlab.search import kt_backend as backend
 
         _, rows, canonical = backend.run_keras_tuner(
             search, runs_dir, args.tracking_uri, not args.no_mlflow, progress or _silent
@@ -248,8 +248,8 @@ def _silent(line: str) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Time training steps of a spec across batch sizes, precisions, backends and strategies (bench/step_time.py)."""
-    from registry.spec import load_graph
-    from runners.bench import TABLE_COLUMNS, run_step_time, text_table
+    from crmlab.registry.spec import load_graph
+    from crmlab.runners.bench import TABLE_COLUMNS, run_step_time, text_table
 
     name = load_graph(args.spec).name
     if args.quick:

@@ -1,8 +1,9 @@
 """crmlab's built-in blocks and the plugin API: Keras 3 layers written with ``keras.ops`` only, registered through
 the ``crmlab.blocks`` entry-point group (see :mod:`crmlab.registry.core` for the contract).
 
-A plugin writes ``from crmlab.blocks import Block, block``. Importing this package does not import Keras (the
-backend is chosen first); ``Block`` and ``block`` are loaded from :mod:`crmlab.blocks.base` on first use.
+A plugin writes ``from crmlab.blocks import Block, block``, and its tests check each block against crmlab's contract
+with :func:`crmlab.blocks.testing.check_block`. Importing this package does not import Keras (the backend is chosen
+first); ``Block`` and ``block`` are loaded from :mod:`crmlab.blocks.base` on first use.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ from crmlab.registry.errors import SpecError
 from crmlab.registry.spec import GraphSpec, split_ref, topological_order
 from crmlab.registry.validate import resolve_graph
 
+__all__ = ["assemble", "parameter_counts", "reverse_complement_average"]
+
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__

@@ -8,6 +8,8 @@ from typing import Any, TypeVar
 
 import keras
 
+__all__ = ["Block", "apply", "block"]
+
 T = TypeVar("T", bound=type)
 
 

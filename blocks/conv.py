@@ -8,7 +8,10 @@ import keras
 from keras import ops
 
 from crmlab.blocks.base import Block, apply, block
+from crmlab.registry import defaults
 from crmlab.registry.types import PositiveInt, Rate, Widths
+
+__all__ = ["SEBlock", "SEConvEncoder", "SEConvStack", "TransposeConvDecoder", "conv_se_bn"]
 
 
 @block()
@@ -23,14 +26,14 @@ class SEBlock(Block):
 
     crmlab_example = {"params": {"ratio": 2}, "inputs": [[112, 8]]}
 
-    def __init__(self, ratio: PositiveInt = 2, **kwargs: Any) -> None:
+    def __init__(self, ratio: PositiveInt = defaults.SE_RATIO, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ratio = ratio
 
     def create(self, input_shape: Any) -> None:
         channels = int(input_shape[-1])
-        self.squeeze = keras.layers.Dense(max(1, channels // self.ratio), activation="relu")
-        self.excite = keras.layers.Dense(channels, activation="sigmoid")
+        self.squeeze = keras.layers.Dense(max(1, channels // self.ratio), activation="relu", dtype=self.dtype_policy)
+        self.excite = keras.layers.Dense(channels, activation="sigmoid", dtype=self.dtype_policy)
 
     def call(self, x: Any, training: bool | None = None) -> Any:
         scale = self.excite(self.squeeze(ops.mean(x, axis=1)))
@@ -38,16 +41,19 @@ class SEBlock(Block):
 
 
 def conv_se_bn(
-    filters: int, kernel_size: int, se_ratio: int | None, batch_norm: bool, activation: str
+    filters: int, kernel_size: int, se_ratio: int | None, batch_norm: bool, activation: str, dtype: Any
 ) -> list[keras.layers.Layer]:
-    """The layers of one ``Conv1D(same, he_normal) -> SE -> BatchNorm`` stage (SE and BatchNorm optional)."""
+    """The layers of one ``Conv1D(same, he_normal) -> SE -> BatchNorm`` stage (SE and BatchNorm optional), all
+    with the dtype policy ``dtype`` (the enclosing block's)."""
     layers: list[keras.layers.Layer] = [
-        keras.layers.Conv1D(filters, kernel_size, padding="same", activation=activation, kernel_initializer="he_normal")
+        keras.layers.Conv1D(
+            filters, kernel_size, padding="same", activation=activation, kernel_initializer="he_normal", dtype=dtype
+        )
     ]
     if se_ratio is not None:
-        layers.append(SEBlock(ratio=se_ratio))
+        layers.append(SEBlock(ratio=se_ratio, dtype=dtype))
     if batch_norm:
-        layers.append(keras.layers.BatchNormalization())
+        layers.append(keras.layers.BatchNormalization(dtype=dtype))
     return layers
 
 
@@ -74,10 +80,10 @@ class SEConvEncoder(Block):
     def __init__(
         self,
         filters: PositiveInt,
-        kernel_size: PositiveInt = 11,
-        se_ratio: PositiveInt | None = 2,
+        kernel_size: PositiveInt = defaults.KERNEL_SIZE,
+        se_ratio: PositiveInt | None = defaults.SE_RATIO,
         batch_norm: bool = True,
-        dropout: Rate = 0.1,
+        dropout: Rate = defaults.ENCODER_DROPOUT,
         downsample: bool = True,
         activation: str = "relu",
         **kwargs: Any,
@@ -86,13 +92,19 @@ class SEConvEncoder(Block):
         self.filters, self.kernel_size, self.se_ratio = filters, kernel_size, se_ratio
         self.batch_norm, self.dropout, self.downsample, self.activation = batch_norm, dropout, downsample, activation
         self.stages = [
-            *conv_se_bn(filters, kernel_size, se_ratio, batch_norm, activation),
-            *conv_se_bn(filters, kernel_size, se_ratio, batch_norm, activation),
+            *conv_se_bn(filters, kernel_size, se_ratio, batch_norm, activation, self.dtype_policy),
+            *conv_se_bn(filters, kernel_size, se_ratio, batch_norm, activation, self.dtype_policy),
         ]
-        self.drop = keras.layers.Dropout(dropout) if dropout > 0 else None
+        self.drop = keras.layers.Dropout(dropout, dtype=self.dtype_policy) if dropout > 0 else None
         self.down = (
             keras.layers.Conv1D(
-                filters, kernel_size, strides=2, padding="same", activation=activation, kernel_initializer="he_normal"
+                filters,
+                kernel_size,
+                strides=2,
+                padding="same",
+                activation=activation,
+                kernel_initializer="he_normal",
+                dtype=self.dtype_policy,
             )
             if downsample
             else None
@@ -133,8 +145,8 @@ class TransposeConvDecoder(Block):
     def __init__(
         self,
         filters: PositiveInt,
-        kernel_size: PositiveInt = 11,
-        se_ratio: PositiveInt | None = 2,
+        kernel_size: PositiveInt = defaults.KERNEL_SIZE,
+        se_ratio: PositiveInt | None = defaults.SE_RATIO,
         batch_norm: bool = True,
         activation: str = "relu",
         **kwargs: Any,
@@ -142,11 +154,11 @@ class TransposeConvDecoder(Block):
         super().__init__(**kwargs)
         self.filters, self.kernel_size, self.se_ratio = filters, kernel_size, se_ratio
         self.batch_norm, self.activation = batch_norm, activation
-        self.up = keras.layers.Conv1DTranspose(filters, kernel_size, strides=2, padding="same")
-        self.concat = keras.layers.Concatenate(axis=-1)
+        self.up = keras.layers.Conv1DTranspose(filters, kernel_size, strides=2, padding="same", dtype=self.dtype_policy)
+        self.concat = keras.layers.Concatenate(axis=-1, dtype=self.dtype_policy)
         self.stages = [
-            *conv_se_bn(filters, kernel_size, se_ratio, batch_norm, activation),
-            *conv_se_bn(filters, kernel_size, se_ratio, batch_norm, activation),
+            *conv_se_bn(filters, kernel_size, se_ratio, batch_norm, activation, self.dtype_policy),
+            *conv_se_bn(filters, kernel_size, se_ratio, batch_norm, activation, self.dtype_policy),
         ]
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
@@ -178,9 +190,9 @@ class SEConvStack(Block):
 
     def __init__(
         self,
-        filters: Widths = (128, 64, 32),
-        kernel_size: PositiveInt = 11,
-        se_ratio: PositiveInt | None = 2,
+        filters: Widths = defaults.STACK_FILTERS,
+        kernel_size: PositiveInt = defaults.KERNEL_SIZE,
+        se_ratio: PositiveInt | None = defaults.SE_RATIO,
         batch_norm: bool = False,
         activation: str = "relu",
         **kwargs: Any,
@@ -189,7 +201,9 @@ class SEConvStack(Block):
         self.filters, self.kernel_size, self.se_ratio = list(filters), kernel_size, se_ratio
         self.batch_norm, self.activation = batch_norm, activation
         self.stages = [
-            layer for f in self.filters for layer in conv_se_bn(f, kernel_size, se_ratio, batch_norm, activation)
+            layer
+            for f in self.filters
+            for layer in conv_se_bn(f, kernel_size, se_ratio, batch_norm, activation, self.dtype_policy)
         ]
 
     def call(self, x: Any, training: bool | None = None) -> Any:

@@ -8,7 +8,10 @@ from typing import Any
 import keras
 
 from crmlab.blocks.base import Block, apply, block
+from crmlab.registry import defaults
 from crmlab.registry.types import PositiveInt, Rate, Widths
+
+__all__ = ["MLPHead"]
 
 
 @block()
@@ -22,16 +25,17 @@ class MLPHead(Block):
         output_units: predicted values per sequence.
 
     Input shape: ``(batch, length, channels)`` (or any rank >= 2). Output shape: ``(batch, output_units)``,
-    always float32 so mixed-precision training keeps a float32 loss.
+    always float32 (the last Dense has a float32 policy) so mixed-precision training keeps a float32 loss; the
+    hidden layers follow the block's dtype policy.
     """
 
     crmlab_example = {"params": {"units": [8, 4], "dropout": [0.1, 0.0]}, "inputs": [[112, 5]]}
 
     def __init__(
         self,
-        units: Widths = (256, 128, 64, 32),
-        dropout: Rate | Sequence[Rate] = (0.2, 0.2, 0.1, 0.1),
-        negative_slope: float = 0.1,
+        units: Widths = defaults.HEAD_UNITS,
+        dropout: Rate | Sequence[Rate] = defaults.HEAD_DROPOUT,
+        negative_slope: float = defaults.NEGATIVE_SLOPE,
         output_units: PositiveInt = 1,
         **kwargs: Any,
     ) -> None:
@@ -41,11 +45,15 @@ class MLPHead(Block):
             raise ValueError(f"dropout: needs one rate per hidden layer ({len(units)}), got {len(rates)}")
         self.units, self.dropout = list(units), dropout if isinstance(dropout, int | float) else rates
         self.negative_slope, self.output_units = negative_slope, output_units
-        self.hidden: list[keras.layers.Layer] = [keras.layers.Flatten()]
+        policy = self.dtype_policy
+        self.hidden: list[keras.layers.Layer] = [keras.layers.Flatten(dtype=policy)]
         for u, r in zip(self.units, rates, strict=True):
-            self.hidden += [keras.layers.Dense(u), keras.layers.LeakyReLU(negative_slope=negative_slope)]
+            self.hidden += [
+                keras.layers.Dense(u, dtype=policy),
+                keras.layers.LeakyReLU(negative_slope=negative_slope, dtype=policy),
+            ]
             if r > 0:
-                self.hidden.append(keras.layers.Dropout(r))
+                self.hidden.append(keras.layers.Dropout(r, dtype=policy))
         self.out = keras.layers.Dense(output_units, dtype="float32")
 
     def call(self, x: Any, training: bool | None = None) -> Any:
@@ -53,3 +61,7 @@ class MLPHead(Block):
 
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, int]:
         return (input_shape[0], self.output_units)
+
+    def compute_output_spec(self, x: Any, training: bool | None = None) -> keras.KerasTensor:
+        """The output is float32 under every dtype policy: the last Dense computes in float32."""
+        return keras.KerasTensor(self.compute_output_shape(x.shape), dtype=self.out.compute_dtype)

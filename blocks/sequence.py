@@ -10,6 +10,8 @@ from keras import ops
 
 from crmlab.blocks.base import Block, block
 
+__all__ = ["ALPHABET", "OneHotInput", "PositionEncoding", "ReverseComplement"]
+
 ALPHABET = "NACGT"
 """Token order of crmlab and CRMnet: 0 = N (and any unknown base), 1 = A, 2 = C, 3 = G, 4 = T."""
 

@@ -7,23 +7,28 @@ from typing import Any
 import keras
 
 from crmlab.blocks.base import Block, block
+from crmlab.registry import defaults
 from crmlab.registry.types import PositiveInt, Rate, Widths
+
+__all__ = ["TransformerEncoder"]
 
 
 class _EncoderBlock(keras.layers.Layer):
-    """Multi-head self-attention + feed-forward, each with dropout, residual and post-LayerNorm."""
+    """Multi-head self-attention + feed-forward, each with dropout, residual and post-LayerNorm; every sub-layer
+    has this layer's dtype policy."""
 
     def __init__(
         self, width: int, num_heads: int, key_dim: int, ff_dim: int, dropout: float, epsilon: float, **kw: Any
     ):
         super().__init__(**kw)
-        self.attention = keras.layers.MultiHeadAttention(num_heads=num_heads, key_dim=key_dim)
-        self.ff_in = keras.layers.Dense(ff_dim, activation="relu")
-        self.ff_out = keras.layers.Dense(width)
-        self.norm1 = keras.layers.LayerNormalization(epsilon=epsilon)
-        self.norm2 = keras.layers.LayerNormalization(epsilon=epsilon)
-        self.drop1 = keras.layers.Dropout(dropout)
-        self.drop2 = keras.layers.Dropout(dropout)
+        policy = self.dtype_policy
+        self.attention = keras.layers.MultiHeadAttention(num_heads=num_heads, key_dim=key_dim, dtype=policy)
+        self.ff_in = keras.layers.Dense(ff_dim, activation="relu", dtype=policy)
+        self.ff_out = keras.layers.Dense(width, dtype=policy)
+        self.norm1 = keras.layers.LayerNormalization(epsilon=epsilon, dtype=policy)
+        self.norm2 = keras.layers.LayerNormalization(epsilon=epsilon, dtype=policy)
+        self.drop1 = keras.layers.Dropout(dropout, dtype=policy)
+        self.drop2 = keras.layers.Dropout(dropout, dtype=policy)
 
     def build(self, input_shape: Any) -> None:
         self.attention.build(input_shape, input_shape)
@@ -56,15 +61,15 @@ class TransformerEncoder(Block):
     Input shape: ``(batch, length, channels)``. Output shape: the same.
     """
 
-    crmlab_example = {"params": {"num_heads": 2, "key_dim": 4, "ff_dim": 8, "branches": [1, 2]}, "inputs": [[14, 8]]}
+    crmlab_example = {"params": {"num_heads": 2, "key_dim": 4, "ff_dim": 8, "branches": [2]}, "inputs": [[14, 8]]}
 
     def __init__(
         self,
-        num_heads: PositiveInt = 12,
-        key_dim: PositiveInt = 256,
-        ff_dim: PositiveInt = 128,
-        dropout: Rate = 0.1,
-        branches: Widths = (1, 2, 2, 2, 1),
+        num_heads: PositiveInt = defaults.NUM_HEADS,
+        key_dim: PositiveInt = defaults.KEY_DIM,
+        ff_dim: PositiveInt = defaults.FF_DIM,
+        dropout: Rate = defaults.TRANSFORMER_DROPOUT,
+        branches: Widths = defaults.BRANCHES,
         epsilon: float = 1e-6,
         **kwargs: Any,
     ) -> None:
@@ -76,7 +81,15 @@ class TransformerEncoder(Block):
         width = int(input_shape[-1])
         self.stages = [
             [
-                _EncoderBlock(width, self.num_heads, self.key_dim, self.ff_dim, self.dropout, self.epsilon)
+                _EncoderBlock(
+                    width,
+                    self.num_heads,
+                    self.key_dim,
+                    self.ff_dim,
+                    self.dropout,
+                    self.epsilon,
+                    dtype=self.dtype_policy,
+                )
                 for _ in range(n)
             ]
             for n in self.branches

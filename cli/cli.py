@@ -11,11 +11,22 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+from crmlab import options
 from crmlab.registry.errors import CrmlabError
 
-EXIT_USAGE = 2
+__all__ = [
+    "build_parser",
+    "cmd_ablate",
+    "cmd_bench",
+    "cmd_blocks",
+    "cmd_build",
+    "cmd_compare",
+    "cmd_search",
+    "cmd_train",
+    "main",
+]
 
 
 def _use_backend(backend: str | None) -> None:
@@ -190,54 +201,39 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     """Run a search study (kind: search): canonical once, then trials; leaderboard, importances, export."""
     from crmlab.runners.study import checked_runs_dir
-    from crmlab.search.search import check_export_path, export_best, importances_text, leaderboard_text, load_search
+    from crmlab.search.backend import SearchOptions
+    from crmlab.search.backends import BACKENDS
+    from crmlab.search.export import check_export_path, export_best_trial
+    from crmlab.search.search import load_search
 
     runs_dir = checked_runs_dir(args.runs_dir)
     export = check_export_path(args.export)
     search = load_search(args.study, args.set)
     doc = search.doc
-    if doc.backend != "optuna" and (args.storage or args.workers > 1):
-        flag = "--storage" if args.storage else "--workers"
-        raise CrmlabError(f"{flag}: only with backend: optuna (keras_tuner distributes with KERASTUNER_* variables)")
+    options = SearchOptions(
+        tracking_uri=args.tracking_uri,
+        mlflow=not args.no_mlflow,
+        storage=args.storage,
+        workers=args.workers,
+        progress=_silent if args.quiet else lambda line: print(line, flush=True),
+    )
+    backend = BACKENDS[doc.backend]()
+    backend.check_options(options)
     print(
         f"{doc.name}: {doc.backend} search, {len(search.space)} parameters, {doc.trials} trials, "
         f"objective {doc.objective.metric} ({doc.objective.direction}); canonical {search.canonical_parameters:,} "
         "parameters",
         flush=True,
     )
-    if doc.backend == "optuna":
-        from crmlab.search.optuna_backend import check_storage_url, open_storage
-
-        if check_storage_url(args.storage) != "sqlite":
-            open_storage(args.storage, runs_dir, search).engine.dispose()  # an unusable server is reported now
-    if not args.no_mlflow:
+    backend.connect(search, runs_dir, options)
+    if options.mlflow:
         from crmlab.runners.tracking import Tracker
 
         Tracker(args.tracking_uri, doc.name)  # an unusable tracking store is reported before an SQLite storage
-    progress = (lambda line: print(line, flush=True)) if not args.quiet else None
-    if doc.backend == "optuna":
-        from crmlab.search import optuna_backend as backend
-
-        study, rows, canonical = backend.run_optuna(
-            search, runs_dir, args.storage, args.tracking_uri, args.workers, not args.no_mlflow, progress or _silent
-        )
-        weights = backend.importances(study)
-    else:
-        from crmlab.search import kt_backend as backend
-
-        _, rows, canonical = backend.run_keras_tuner(
-            search, runs_dir, args.tracking_uri, not args.no_mlflow, progress or _silent
-        )
-        weights = backend.importances(search, rows)
-    print(leaderboard_text(rows, doc.objective.metric, doc.objective.direction, canonical["value"]))
-    print(importances_text(weights))
-    done = [r for r in rows if r.state == "complete" and r.value is not None]
+    run = backend.run(search, runs_dir, options)
+    print(backend.summary(search, run))
     if export is not None:
-        if not done:
-            raise CrmlabError(f"--export: no trial of {doc.name} is complete yet; nothing to export")
-        sign = 1 if doc.objective.direction == "maximize" else -1
-        best = max(done, key=lambda r: sign * r.value)  # type: ignore[operator]
-        study_file, graph_file = export_best(search, best.params, export)
+        best, study_file, graph_file = export_best_trial(search, run.rows, export)
         print(f"best trial {best.number} exported: {study_file} (graph {graph_file}); train it: crmlab train {export}")
     return 0
 
@@ -249,7 +245,7 @@ def _silent(line: str) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Time training steps of a spec across batch sizes, precisions, backends and strategies (bench/step_time.py)."""
     from crmlab.registry.spec import load_graph
-    from crmlab.runners.bench import TABLE_COLUMNS, run_step_time, text_table
+    from crmlab.runners.bench_report import TABLE_COLUMNS, run_step_time, text_table
 
     name = load_graph(args.spec).name
     if args.quick:
@@ -275,80 +271,71 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line (``crmlab train: --verbose: invalid choice ...``), exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: {message.removeprefix('argument ')} (see {self.prog} --help)\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="crmlab", description=__doc__.splitlines()[0] if __doc__ else None)
+    """The ``crmlab`` argument parser: one sub-command per job, shared flags from :mod:`crmlab.options`."""
+    parser = options.Parser(prog="crmlab", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("blocks", help="list registered blocks, templates and failed plugins")
     p.set_defaults(func=cmd_blocks)
 
-    p = sub.add_parser("build", help="validate and assemble a graph spec, print its summary and parameter count")
-    p.add_argument("spec", help="graph spec YAML (e.g. studies/graphs/crmnet.yaml)")
-    p.add_argument(
-        "--backend", choices=["tensorflow", "jax"], help="Keras backend (default: KERAS_BACKEND or tensorflow)"
+    p = sub.add_parser(
+        "build",
+        help="validate and assemble a graph spec, print its summary and parameter count",
+        parents=[options.keras_backend("Keras backend (default: KERAS_BACKEND or tensorflow)")],
     )
+    p.add_argument("spec", help="graph spec YAML (e.g. studies/graphs/crmnet.yaml)")
     p.add_argument(
         "--keras-summary", action="store_true", help="print Keras' model.summary() instead of the node table"
     )
     p.add_argument("--resolved", action="store_true", help="print the validated spec with its template expanded")
     p.set_defaults(func=cmd_build)
 
-    p = sub.add_parser("train", help="train a study (kind: train) and evaluate it on its test sets")
+    study = [options.overrides(), options.keras_backend(), options.tracking_uri()]
+    p = sub.add_parser(
+        "train",
+        help="train a study (kind: train) and evaluate it on its test sets",
+        parents=[*study, options.no_mlflow(), options.runs_dir()],
+    )
     p.add_argument("study", help="train study YAML (e.g. studies/train_small.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a study key")
-    p.add_argument("--backend", choices=["tensorflow", "jax"], help="Keras backend")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
-    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    p.add_argument("--runs-dir", help="run directories (default: CRMLAB_RUNS or ./crmlab-runs)")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress: 0 none, 1 bar, 2 line")
     p.set_defaults(func=cmd_train)
 
-    for name, func, text in (
-        ("ablate", cmd_ablate, "run an ablation study (kind: ablation) and compare it against canonical"),
-        ("compare", cmd_compare, "compare an ablation study's finished runs against canonical (trains nothing)"),
-    ):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("study", help="ablation study YAML (e.g. studies/quickstart.yaml)")
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a study key")
-        p.add_argument("--backend", choices=["tensorflow", "jax"], help="Keras backend")
-        p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
-        p.add_argument("--runs-dir", help="run directories (default: CRMLAB_RUNS or ./crmlab-runs)")
-        if name == "ablate":
-            p.add_argument("--jobs", type=_positive_int, default=1, help="train runs in N parallel processes")
-            p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-        p.set_defaults(func=func)
-    p = sub.add_parser("search", help="search a space of variants (kind: search) with Optuna or KerasTuner")
+    p = sub.add_parser(
+        "ablate",
+        help="run an ablation study (kind: ablation) and compare it against canonical",
+        parents=[*study, options.runs_dir(), options.no_mlflow()],
+    )
+    p.add_argument("study", help="ablation study YAML (e.g. studies/quickstart.yaml)")
+    p.add_argument("--jobs", type=options.positive_int, default=1, help="train runs in N parallel processes")
+    p.set_defaults(func=cmd_ablate)
+
+    p = sub.add_parser(
+        "compare",
+        help="compare an ablation study's finished runs against canonical (trains nothing)",
+        parents=[*study, options.runs_dir()],
+    )
+    p.add_argument("study", help="ablation study YAML (e.g. studies/quickstart.yaml)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "search",
+        help="search a space of variants (kind: search) with Optuna or KerasTuner",
+        parents=[*study, options.no_mlflow(), options.runs_dir()],
+    )
     p.add_argument("study", help="search study YAML (e.g. studies/quick_search.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a study key")
     p.add_argument("--storage", help="Optuna storage URL, shared by workers (default: sqlite:///<runs-dir>/optuna.db)")
-    p.add_argument("--workers", type=_positive_int, default=1, help="run trials in N local worker processes")
+    p.add_argument("--workers", type=options.positive_int, default=1, help="run trials in N local worker processes")
     p.add_argument("--export", metavar="BEST.yaml", help="write the best trial as a train study (+ BEST.graph.yaml)")
-    p.add_argument("--backend", choices=["tensorflow", "jax"], help="Keras backend")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
-    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    p.add_argument("--runs-dir", help="run directories (default: CRMLAB_RUNS or ./crmlab-runs)")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-trial progress lines")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("bench", help="time training steps of a spec: batch sizes x precisions x backends x strategies")
+    p = sub.add_parser(
+        "bench",
+        help="time training steps of a spec: batch sizes x precisions x backends x strategies",
+        parents=[options.keras_backend("Keras backend of this process"), options.tracking_uri(), options.no_mlflow()],
+    )
     p.add_argument("spec", help="graph spec YAML (e.g. studies/graphs/crmnet.yaml)")
     p.add_argument("--batch-sizes", type=int, nargs="+", metavar="N", help="per-device batch sizes (32 64 128)")
     p.add_argument(
@@ -362,9 +349,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-size", type=int, default=30_722_376, help="sequences per epoch for the epoch time")
     p.add_argument("--out", help="CSV file (default: bench/results/step_time_<spec name>.csv; .md beside it)")
     p.add_argument("--quick", action="store_true", help="CI size: batch 8 unless given, 2 timed steps, 1 warm-up")
-    p.add_argument("--backend", choices=["tensorflow", "jax"], help="Keras backend of this process")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
-    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     p.set_defaults(func=cmd_bench)
 
     from crmlab.interpret import add_parsers
@@ -383,14 +367,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not getattr(args, "func", None):
         parser.print_help()
-        return EXIT_USAGE
+        return options.EXIT_USAGE
     try:
         _use_backend(getattr(args, "backend", None))
         return args.func(args)
     except CrmlabError as exc:
         for line in str(exc).splitlines():
             print(line, file=sys.stderr)
-        return EXIT_USAGE
+        return options.EXIT_USAGE
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0

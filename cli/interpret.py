@@ -12,7 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from crmlab import options
 from crmlab.registry.errors import CrmlabError, did_you_mean
+
+__all__ = ["add_parsers", "cmd_explain", "cmd_predict"]
 
 
 def _where(assignments: list[str]) -> dict[str, Any]:
@@ -31,7 +34,7 @@ def _where(assignments: list[str]) -> dict[str, Any]:
 def _source(path: str, args: argparse.Namespace, flag: str) -> Any:
     from pydantic import ValidationError
 
-    from crmlab.runners.data import DataSource
+    from crmlab.runners.sources import DataSource
 
     if not Path(path).is_file():
         raise CrmlabError(f"{flag}: {path}: no such file")
@@ -51,7 +54,6 @@ def _source(path: str, args: argparse.Namespace, flag: str) -> Any:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Score a sequence file with a trained model; ``--ism`` adds every single-nucleotide substitution's effect."""
-    from crmlab.runners.data import read_sequences
     from crmlab.runners.metrics import regression_metrics
     from crmlab.runners.predict import (
         load_model,
@@ -61,6 +63,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         write_mutagenesis,
         write_predictions,
     )
+    from crmlab.runners.sequences import read_sequences
 
     loaded = load_model(args.model, args.tracking_uri)
     table = read_sequences(_source(args.sequences, args, "SEQUENCES"), loaded.length, id_column=args.id_column)
@@ -86,7 +89,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _study_test(study: Path, name: str | None, length: int, sources: dict[str, Any] | None = None) -> tuple[str, Any]:
     """Test set ``name`` (default: the first) of a train or ablation study file, read for scoring."""
-    from crmlab.runners.data import DataSource, read_sequences
+    from crmlab.runners.sequences import read_sequences
+    from crmlab.runners.sources import DataSource
 
     if sources is None and _kind(study) == "train":
         from crmlab.runners.study import load_train_study
@@ -201,8 +205,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     study = Path(args.study) if args.study else None
     sources = None
     if target.suffix in (".yaml", ".yml") and target.is_file():
+        from crmlab.runners.outputs import finished_result
         from crmlab.runners.study import default_runs_dir, load_train_study
-        from crmlab.runners.train import finished_result
 
         study = target
         loaded_study = load_train_study(target, args.set)
@@ -220,7 +224,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if study is not None and (test is None or not Path(test).is_file()):
         test, sequences = _study_test(study, test, loaded.length, sources)
     elif test is not None:
-        from crmlab.runners.data import read_sequences
+        from crmlab.runners.sequences import read_sequences
 
         sequences = read_sequences(_source(test, args, "--test"), loaded.length, key="--test")
         test = Path(test).name.split(".")[0]
@@ -248,7 +252,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     """Add the ``predict`` and ``explain`` sub-commands to the ``crmlab`` parser."""
-    p = sub.add_parser("predict", help="score sequences (TSV/CSV/FASTA) with a trained model; --ism: mutagenesis")
+    common = [options.keras_backend(), options.tracking_uri(), _quiet()]
+    p = sub.add_parser(
+        "predict", help="score sequences (TSV/CSV/FASTA) with a trained model; --ism: mutagenesis", parents=common
+    )
     p.add_argument("model", help="a .keras file, a run directory or an MLflow run id")
     p.add_argument("sequences", metavar="SEQUENCES", help="TSV/CSV (a 'seq' column) or FASTA file, .gz allowed")
     p.add_argument("-o", "--out", required=True, help="predictions TSV to write (id, measured if given, predicted)")
@@ -256,15 +263,22 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--id-column", default="id", help="table column naming the rows (default: id, else row number)")
     _input_options(p)
     p.add_argument("--batch-size", type=int, default=1024, help="sequences per forward pass (default 1024)")
-    _common(p)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("explain", help="gradient x input saliency at known JASPAR motifs (a model or a study)")
+    p = sub.add_parser(
+        "explain",
+        help="gradient x input saliency at known JASPAR motifs (a model or a study)",
+        parents=[
+            *common,
+            options.overrides(),
+            options.runs_dir(),
+            options.no_mlflow("do not log the outputs to MLflow"),
+        ],
+    )
     p.add_argument("target", help="a .keras file, run directory, MLflow run id, train study or ablation study YAML")
     p.add_argument("--test", help="test set name (of the study) or a sequence file (default for a study: its first)")
     p.add_argument("--study", help="train or ablation study whose test set --test names (for a model or run)")
     p.add_argument("--seed", type=int, help="ablation study: the seed whose runs to explain (default: the first)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a study key")
     p.add_argument("-o", "--out", help="output folder (default: beside the run, or the study's report folder)")
     p.add_argument("--p-value", type=float, default=1e-4, help="motif hit p-value threshold (default 1e-4)")
     p.add_argument("--jaspar-release", default="JASPAR2026", help="JASPAR release shipped by pyjaspar")
@@ -273,10 +287,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--logos", type=int, default=6, help="motifs to draw saliency logos for (default 6)")
     p.add_argument("--min-hits", type=int, default=10, help="motifs with fewer hits are left out of figures")
     p.add_argument("--batch-size", type=int, default=256, help="sequences per gradient evaluation (default 256)")
-    p.add_argument("--runs-dir", help="run directories (default: CRMLAB_RUNS or ./crmlab-runs)")
-    p.add_argument("--no-mlflow", action="store_true", help="do not log the outputs to MLflow")
     _input_options(p)
-    _common(p)
     p.set_defaults(func=cmd_explain)
 
 
@@ -288,7 +299,7 @@ def _input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unknown", default="error", choices=["error", "as_n"], help="other characters: error or N")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=["tensorflow", "jax"], help="Keras backend")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+def _quiet() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    return parent

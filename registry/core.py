@@ -13,8 +13,9 @@ layer class, such that:
 * ``factory.crmlab_outputs`` (default ``("out",)``) names its output ports; with several ports ``call`` returns a
   tuple in that order. A graph spec refers to them as ``node.port``; a bare ``node`` means its first port.
 * ``factory.crmlab_example`` is ``{"params": {...}, "inputs": [shape, ...]}``: small parameters and per-example
-  input shapes (no batch axis; a 1-D shape means integer tokens, else float features) with which the shared
-  contract test (``tests/blocks/test_contract.py``) builds, runs, re-configures and saves/loads the block.
+  input shapes (no batch axis; a 1-D shape means integer tokens, else float features) with which the plugin test
+  kit (:func:`crmlab.blocks.testing.check_block`) builds, runs, re-configures and saves/loads the block.
+* Sub-layers take the block's ``dtype_policy``, so the block is correct under mixed precision (the kit checks it).
 
 Built-in blocks are declared in crmlab's own ``pyproject.toml`` exactly like a third-party plugin's, so both are
 loaded the same way. Entry points are loaded lazily: listing names costs nothing, and a block's module is imported
@@ -37,6 +38,22 @@ from importlib import metadata
 from typing import Any
 
 from crmlab.registry.errors import CrmlabError
+
+__all__ = [
+    "BLOCK_GROUP",
+    "OLD_TOP_LEVEL",
+    "TEMPLATE_GROUP",
+    "BlockInfo",
+    "BlockLoadError",
+    "DuplicateNameError",
+    "LoadFailure",
+    "Param",
+    "Registry",
+    "blocks",
+    "load_error_text",
+    "signature_params",
+    "templates",
+]
 
 BLOCK_GROUP = "crmlab.blocks"
 TEMPLATE_GROUP = "crmlab.templates"

@@ -11,6 +11,8 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+__all__ = ["CrmlabError", "Issue", "SpecError", "SpecErrors", "did_you_mean"]
+
 
 class CrmlabError(Exception):
     """Base class of every error crmlab reports to a user as input error (exit code 2)."""

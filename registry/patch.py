@@ -13,6 +13,8 @@ from typing import Any
 from crmlab.registry import yamlio
 from crmlab.registry.errors import SpecError, did_you_mean
 
+__all__ = ["get_path", "parse_assignment", "set_path"]
+
 
 def _step(node: Any, part: str, path: str, where: str, file: str) -> Any:
     if isinstance(node, dict):

@@ -17,6 +17,10 @@ A condition is ``KEY == VALUE``, ``KEY != VALUE`` or ``KEY in [V1, V2]`` (values
 ``int``). A parameter whose condition does not hold is inactive: it is not sampled, not logged, and not applied,
 so the base spec keeps its own value. A trial is the patch :meth:`Space.patch` builds from the active values;
 ablation variants are patches of the same kind. This module imports no Keras.
+
+It is a little over 400 lines because the four parameter types, the ``when`` grammar and the target resolution
+check one another while parsing (a condition's values must be in its parameter's domain, a target's type must
+admit the domain); split apart they would pass half-parsed state between modules.
 """
 
 from __future__ import annotations
@@ -35,6 +39,21 @@ from crmlab.registry import yamlio
 from crmlab.registry.errors import Issue, SpecError, SpecErrors, did_you_mean
 from crmlab.registry.spec import pydantic_issues
 from crmlab.registry.variants import SHORTCUTS, Patch
+
+__all__ = [
+    "MAX_TESTED_VALUES",
+    "BoolParam",
+    "ChoiceParam",
+    "Condition",
+    "FloatParam",
+    "IntParam",
+    "Param",
+    "ParamSpec",
+    "Scalar",
+    "Space",
+    "parent_values",
+    "parse_space",
+]
 
 Scalar = bool | int | float | str | None
 

@@ -33,6 +33,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from crmlab.registry import yamlio
 from crmlab.registry.errors import Issue, SpecError, SpecErrors, did_you_mean
 
+__all__ = [
+    "DTYPES",
+    "NAME_RE",
+    "GraphSpec",
+    "InputSpec",
+    "NodeSpec",
+    "TemplateRef",
+    "load_graph",
+    "parse_graph",
+    "pydantic_issues",
+    "split_ref",
+    "topological_order",
+]
+
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DTYPES = ("int32", "int64", "uint8", "float32")
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from crmlab.registry import defaults
 from crmlab.registry.types import PositiveInt, Rate, Widths
+
+__all__ = ["crmnet_unet"]
 
 
 def crmnet_unet(
@@ -18,20 +21,20 @@ def crmnet_unet(
     filters: PositiveInt = 128,
     encoder_filters: Widths | None = None,
     decoder_filters: PositiveInt | None = None,
-    kernel_size: PositiveInt = 11,
-    se_ratio: PositiveInt | None = 2,
-    dropout: Rate = 0.1,
+    kernel_size: PositiveInt = defaults.KERNEL_SIZE,
+    se_ratio: PositiveInt | None = defaults.SE_RATIO,
+    dropout: Rate = defaults.ENCODER_DROPOUT,
     skips: bool = True,
     transformer: bool = True,
     position_mode: Literal["add", "multiply_sin"] = "multiply_sin",
-    num_heads: PositiveInt = 12,
-    key_dim: PositiveInt = 256,
-    ff_dim: PositiveInt = 128,
-    transformer_dropout: Rate = 0.1,
-    branches: Widths = (1, 2, 2, 2, 1),
-    stack_filters: Widths = (128, 64, 32),
-    head_units: Widths = (256, 128, 64, 32),
-    head_dropout: Rate | Sequence[Rate] = (0.2, 0.2, 0.1, 0.1),
+    num_heads: PositiveInt = defaults.NUM_HEADS,
+    key_dim: PositiveInt = defaults.KEY_DIM,
+    ff_dim: PositiveInt = defaults.FF_DIM,
+    transformer_dropout: Rate = defaults.TRANSFORMER_DROPOUT,
+    branches: Widths = defaults.BRANCHES,
+    stack_filters: Widths = defaults.STACK_FILTERS,
+    head_units: Widths = defaults.HEAD_UNITS,
+    head_dropout: Rate | Sequence[Rate] = defaults.HEAD_DROPOUT,
 ) -> dict[str, Any]:
     """CRMnet's U-Net family; the defaults give canonical CRMnet (``studies/graphs/crmnet.yaml``) node for node.
 
@@ -120,7 +123,7 @@ def crmnet_unet(
         "params": {
             "units": list(head_units),
             "dropout": head_dropout if isinstance(head_dropout, int | float) else list(head_dropout),
-            "negative_slope": 0.1,
+            "negative_slope": defaults.NEGATIVE_SLOPE,
         },
     }
     return {"inputs": {"seq": {"shape": [length], "dtype": "int32"}}, "nodes": nodes, "outputs": ["head"]}

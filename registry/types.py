@@ -11,6 +11,8 @@ from typing import Annotated
 
 from annotated_types import Ge, Lt, MinLen
 
+__all__ = ["PositiveInt", "Rate", "Widths"]
+
 PositiveInt = Annotated[int, Ge(1)]
 """An integer >= 1 (filters, kernel sizes, heads, ratios)."""
 

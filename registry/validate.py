@@ -20,6 +20,16 @@ from crmlab.registry.core import BlockLoadError, Param, Registry
 from crmlab.registry.errors import Issue, SpecError, SpecErrors, did_you_mean
 from crmlab.registry.spec import GraphSpec, parse_graph, split_ref
 
+__all__ = [
+    "check_params",
+    "check_value",
+    "expand_template",
+    "find_cycle",
+    "resolve_graph",
+    "type_name",
+    "validate_graph",
+]
+
 
 @cache
 def _adapter(annotation: Any) -> TypeAdapter[Any]:

@@ -31,6 +31,8 @@ from crmlab.registry.errors import Issue, SpecError, SpecErrors, did_you_mean
 from crmlab.registry.patch import set_path
 from crmlab.registry.spec import pydantic_issues, split_ref
 
+__all__ = ["BYPASSED_BLOCKS", "SHORTCUTS", "Patch", "apply_patch", "check_leave_one_out", "parse_patch"]
+
 SHORTCUTS = ("transformer", "se", "skips", "pretraining")
 BYPASSED_BLOCKS = ("transformer_encoder", "position_encoding")
 

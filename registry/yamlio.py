@@ -20,6 +20,8 @@ import yaml
 
 from crmlab.registry.errors import SpecError
 
+__all__ = ["MAX_DEPTH", "MAX_VALUES", "dumps", "load", "loads"]
+
 MAX_VALUES = 1_000_000
 """The most values (scalars, lists and mappings, counted as if every alias were written out) one document may hold."""
 MAX_DEPTH = 64

@@ -1,1 +1,3 @@
-"""Training runner (issue 3)."""
+"""Data readers and caches, recipes, the training runner, evaluation, prediction, explanation, MLflow tracking."""
+
+__all__ = []

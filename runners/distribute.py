@@ -12,6 +12,8 @@ import keras
 
 from crmlab.registry.errors import SpecError
 
+__all__ = ["Distribution", "make_distribution"]
+
 
 @dataclass
 class Distribution:

@@ -23,8 +23,19 @@ import numpy as np
 import pandas as pd
 
 from crmlab.registry.errors import CrmlabError
-from crmlab.runners.data import SequenceTable
+from crmlab.runners.explain_plots import motif_bars, saliency_logos
 from crmlab.runners.motifs import Motif, motif_table, scan
+from crmlab.runners.sequences import SequenceTable
+
+__all__ = [
+    "Explanation",
+    "explain",
+    "input_gradients",
+    "log_folder",
+    "onehot_model",
+    "saliency",
+    "write_explanation",
+]
 
 
 def onehot_model(model: keras.Model) -> keras.Model:
@@ -186,8 +197,6 @@ def write_explanation(
     Returns:
         The files written.
     """
-    from crmlab.runners.explain_plots import motif_bars, saliency_logos
-
     out.mkdir(parents=True, exist_ok=True)
     seqs = expl.sequences
     files = [out / "motifs.tsv", out / "hits.tsv", out / "saliency.npz", out / "summary.json"]
@@ -214,7 +223,9 @@ def write_explanation(
     }
     files[3].write_text(json.dumps(summary, indent=1))
     files += motif_bars(expl.table, out / "motif_saliency.png", title, min_hits)
-    files += saliency_logos(expl, motifs, out / "logos", logos, min_hits)
+    files += saliency_logos(
+        seqs, expl.contributions, expl.saliency, expl.hits, expl.table, motifs, out / "logos", logos, min_hits
+    )
     return files
 
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from crmlab.runners.motifs import BASES, Motif
+from crmlab.runners.sequences import SequenceTable
 
-if TYPE_CHECKING:
-    from crmlab.runners.explain import Explanation
+__all__ = ["TOP", "motif_bars", "saliency_logos", "variant_bars"]
 
 TOP = 20
 """Motifs shown in a bar chart (the most frequent ones with at least ``min_hits`` hits)."""
@@ -76,32 +75,52 @@ def motif_bars(table: pd.DataFrame, path: Path, title: str, min_hits: int) -> li
     return [path]
 
 
-def saliency_logos(expl: Explanation, motifs: Sequence[Motif], folder: Path, count: int, min_hits: int) -> list[Path]:
+def saliency_logos(
+    sequences: SequenceTable,
+    contributions: np.ndarray,
+    saliency: np.ndarray,
+    hits: pd.DataFrame,
+    table: pd.DataFrame,
+    motifs: Sequence[Motif],
+    folder: Path,
+    count: int,
+    min_hits: int,
+) -> list[Path]:
     """For the ``count`` frequent motifs with the highest |saliency| ratio: one example hit's saliency logo (the
     hit with the most |saliency|), and under it the motif's information-content logo at the same positions
     (reverse-complemented for a hit on the minus strand).
+
+    Args:
+        sequences: the explained sequences (ids, lengths ``(n,)``).
+        contributions: ``(n, length, 4)`` gradient x input in the A, C, G, T channels.
+        saliency: ``(n, length)`` per-position saliency.
+        hits: motif hits (:func:`crmlab.runners.motifs.scan`).
+        table: the per-motif table (:func:`crmlab.runners.motifs.motif_table`).
+        motifs: the scanned motifs.
+        folder: where the PNGs go (created).
+        count: motifs to draw.
+        min_hits: motifs with fewer hits are not drawn.
 
     Returns:
         The PNGs written, one per motif, named ``<matrix id>_<name>.png``.
     """
     import logomaker
 
-    chosen = expl.table[expl.table["hits"] >= min_hits].nlargest(count, "abs_saliency_ratio")
+    chosen = table[table["hits"] >= min_hits].nlargest(count, "abs_saliency_ratio")
     if chosen.empty:
         return []
     plt = _pyplot()
     folder.mkdir(parents=True, exist_ok=True)
     by_id = {m.matrix_id: m for m in motifs}
-    seqs = expl.sequences
     paths = []
     for row in chosen.itertuples():
         motif = by_id[row.motif]
-        mh = expl.hits[expl.hits["motif"] == row.motif]
-        weight = [np.abs(expl.saliency[h.sequence, h.start : h.end]).sum() for h in mh.itertuples()]
+        mh = hits[hits["motif"] == row.motif]
+        weight = [np.abs(saliency[h.sequence, h.start : h.end]).sum() for h in mh.itertuples()]
         hit = mh.iloc[int(np.argmax(weight))]
         i, start, end = int(hit["sequence"]), int(hit["start"]), int(hit["end"])
-        lo, hi = max(0, start - 8), min(int(seqs.lengths[i]), end + 8)
-        window = pd.DataFrame(expl.contributions[i, lo:hi], columns=list(BASES), index=np.arange(lo + 1, hi + 1))
+        lo, hi = max(0, start - 8), min(int(sequences.lengths[i]), end + 8)
+        window = pd.DataFrame(contributions[i, lo:hi], columns=list(BASES), index=np.arange(lo + 1, hi + 1))
         probs = motif.probabilities()
         if hit["strand"] == "-":
             probs = probs[::-1, ::-1]
@@ -113,7 +132,7 @@ def saliency_logos(expl: Explanation, motifs: Sequence[Motif], folder: Path, cou
         top.axvspan(start + 0.5, end + 0.5, color="gold", alpha=0.2)
         top.set(ylabel="gradient x input")
         top.set_title(
-            f"{row.motif} {row.name}: sequence {seqs.ids[i]}, {start + 1}-{end} ({hit['strand']}), "
+            f"{row.motif} {row.name}: sequence {sequences.ids[i]}, {start + 1}-{end} ({hit['strand']}), "
             f"p = {hit['p_value']:.1e}",
             fontsize=9,
         )

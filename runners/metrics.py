@@ -9,6 +9,8 @@ import numpy as np
 from keras import ops
 from scipy import stats
 
+__all__ = ["PearsonR", "regression_metrics"]
+
 
 @keras.saving.register_keras_serializable(package="crmlab")
 class PearsonR(keras.metrics.Metric):

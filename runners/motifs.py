@@ -20,6 +20,18 @@ import pandas as pd
 
 from crmlab.registry.errors import CrmlabError
 
+__all__ = [
+    "BASES",
+    "DEFAULT_RELEASE",
+    "HIT_COLUMNS",
+    "Motif",
+    "coverage",
+    "jaspar_motifs",
+    "motif_table",
+    "one_hot",
+    "scan",
+]
+
 BASES = "ACGT"
 DEFAULT_RELEASE = "JASPAR2026"
 HIT_COLUMNS = ["motif", "name", "sequence", "start", "end", "strand", "score", "p_value"]

@@ -8,6 +8,8 @@ from typing import Any
 import keras
 import numpy as np
 
+__all__ = ["Batches", "reverse_complement"]
+
 _COMPLEMENT = np.array([0, 4, 3, 2, 1], dtype=np.uint8)  # N A C G T -> N T G C A
 
 

@@ -4,8 +4,8 @@ A trained model is named by a ``.keras`` file, a run directory (``RUNS_DIR/<run 
 or an MLflow run id (its logged ``model.keras`` artifact is downloaded). Every exported crmlab model ends in a
 ``target_scale`` rescaling layer, so it predicts on the measured scale of the run's final training stage.
 
-Sequences are read with :func:`crmlab.runners.data.read_sequences` (the readers, checks and encoding of training data),
-so a file scored here gives the very tokens its training or test run saw.
+Sequences are read with :func:`crmlab.runners.sequences.read_sequences` (the readers, checks and encoding of training
+data), so a file scored here gives the very tokens its training or test run saw.
 """
 
 from __future__ import annotations
@@ -21,7 +21,20 @@ import keras
 import numpy as np
 
 from crmlab.registry.errors import CrmlabError
-from crmlab.runners.data import ALPHABET, SequenceTable
+from crmlab.runners.sequences import SequenceTable
+from crmlab.runners.tokens import ALPHABET
+
+__all__ = [
+    "BASES",
+    "LoadedModel",
+    "check_length",
+    "load_model",
+    "mutagenesis_path",
+    "predict",
+    "saturation_mutagenesis",
+    "write_mutagenesis",
+    "write_predictions",
+]
 
 BASES = "ACGT"
 """Substitution columns of the mutagenesis effects, in token order (tokens 1..4)."""

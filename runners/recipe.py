@@ -11,30 +11,51 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from crmlab.registry import yamlio
 from crmlab.registry.errors import Issue, SpecError, SpecErrors, did_you_mean
 from crmlab.registry.spec import pydantic_issues
-from crmlab.runners.data import DataSource
+from crmlab.runners.sources import DataSource
+
+__all__ = [
+    "MONITORS",
+    "EarlyStopping",
+    "Loss",
+    "Recipe",
+    "Schedule",
+    "Split",
+    "Stage",
+    "Strict",
+    "StudyDoc",
+    "TrainStudy",
+    "check_study_document",
+    "inline_recipe",
+    "parse_recipe",
+    "parse_train_study",
+    "recipe_issues",
+    "referenced_file",
+]
 
 MONITORS = ("val_loss", "val_r2", "val_pearson_r", "val_mse")
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """Base of the study and recipe documents: unknown keys are errors, values are not coerced, fields are frozen."""
+
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class Loss(_Strict):
+class Loss(Strict):
     """Regression loss: ``huber`` (with ``delta``) or ``mse``."""
 
     name: Literal["huber", "mse"] = "huber"
     delta: float = 1.0
 
 
-class Schedule(_Strict):
+class Schedule(Strict):
     """Learning rate per step, from epochs: linear warm-up ``initial -> peak`` over ``warmup_epochs``, then
 
     ``cosine`` decay to ``final`` by the stage's last epoch (the paper), or ``flat`` at ``peak`` (the reference
@@ -60,7 +81,7 @@ class Schedule(_Strict):
         return self.final + 0.5 * (self.peak - self.final) * (1 + math.cos(math.pi * t))
 
 
-class EarlyStopping(_Strict):
+class EarlyStopping(Strict):
     """Stop a stage when ``monitor`` has not improved for ``patience`` epochs; restore the best weights."""
 
     monitor: str = "val_r2"
@@ -79,7 +100,7 @@ class EarlyStopping(_Strict):
         return "min" if self.monitor in ("val_loss", "val_mse") else "max"
 
 
-class Split(_Strict):
+class Split(Strict):
     """How a stage's data is split into training and validation: ``random``, ``group`` (by the source's
     ``group_column``; never splits a group) or ``files`` (``validation`` names another data set)."""
 
@@ -88,7 +109,7 @@ class Split(_Strict):
     validation: str | None = None
 
 
-class Stage(_Strict):
+class Stage(Strict):
     """One training stage; unset fields inherit from the recipe.
 
     ``keep_previous`` (WiSE-FT, Wortsman et al. 2022): after the stage (and after restoring its best epoch), the
@@ -107,7 +128,7 @@ class Stage(_Strict):
     keep_previous: float = Field(default=0.0, ge=0, lt=1)
 
 
-class Recipe(_Strict):
+class Recipe(Strict):
     """How to train. See the module docstring for per-replica quantities.
 
     ``reverse_complement`` replaces a random half of every training batch by its reverse complement;
@@ -143,17 +164,47 @@ class Recipe(_Strict):
         return stage.early_stopping or self.early_stopping
 
 
-class TrainStudy(_Strict):
-    """``kind: train``: one model trained by one recipe and evaluated on named test sets."""
+class StudyDoc(Strict):
+    """The keys every study kind has: its name, the graph spec file, the data and test sets and the recipe.
 
-    kind: Literal["train"] = "train"
+    Each kind (``train`` here, ``ablation`` and ``search`` in :mod:`crmlab.search`) subclasses it, fixing ``kind``
+    and adding its own keys. The recipe is a mapping, validated once each ablation variant or search trial has
+    patched it; a train study validates it as a :class:`Recipe` at once.
+    """
+
+    kind: str
     name: str
     description: str = ""
     graph: str
     data: dict[str, DataSource]
+    test_sets: dict[str, DataSource] = Field(min_length=1)
+    recipe: dict[str, Any]
+
+    @classmethod
+    def parse(cls, doc: dict[str, Any], file: str) -> Self:
+        """Validate a study document (its recipe already inlined); every problem is an issue of ``file``."""
+        try:
+            return cls.model_validate(doc)
+        except ValidationError as exc:
+            raise SpecErrors(pydantic_issues(exc, file, cls)) from None
+
+
+class TrainStudy(StudyDoc):
+    """``kind: train``: one model trained by one recipe and evaluated on named test sets."""
+
+    kind: Literal["train"] = "train"
     test_sets: dict[str, DataSource] = Field(default_factory=dict)
     recipe: Recipe
     source: str = Field(default="", exclude=True)
+
+    @classmethod
+    def parse(cls, doc: dict[str, Any], file: str) -> Self:
+        """Validate the document and its recipe's references to the data sets; ``source`` records ``file``."""
+        study = super().parse({**doc, "source": file}, file)
+        issues = recipe_issues(study.recipe, study.data, file)
+        if issues:
+            raise SpecErrors(issues)
+        return study
 
 
 def recipe_issues(recipe: Recipe, data: Mapping[str, DataSource], file: str, prefix: str = "recipe") -> list[Issue]:
@@ -224,11 +275,4 @@ def parse_train_study(doc: Any, file: str, base_dir: Path | None = None) -> Trai
     """Validate a train-study document. ``recipe`` may be a mapping or a path (relative to the study file)."""
     check_study_document(doc, file)
     doc = inline_recipe(doc, base_dir if base_dir is not None else Path(file).parent, file)
-    try:
-        study = TrainStudy.model_validate({**doc, "source": file})
-    except ValidationError as exc:
-        raise SpecErrors(pydantic_issues(exc, file, TrainStudy)) from None
-    issues = recipe_issues(study.recipe, study.data, file)
-    if issues:
-        raise SpecErrors(issues)
-    return study
+    return TrainStudy.parse(doc, file)

@@ -1,4 +1,10 @@
-"""``crmlab train STUDY.yaml``: load and validate a train study, its graph and data, then run it."""
+"""Studies on disk: reading, overriding and validating a study file, its graph and data (every kind), and
+``crmlab train STUDY.yaml``'s loader.
+
+:func:`read_study` reads any kind (the model class, a :class:`~crmlab.runners.recipe.StudyDoc` subclass, validates
+it), :func:`graph_document` and :func:`load_data` read what it references; :func:`load_train_study` puts them
+together for a train study. The ablation and search loaders (:mod:`crmlab.search`) build on the same functions.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +12,43 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from crmlab.registry import yamlio
 from crmlab.registry.errors import CrmlabError, Issue, SpecError, SpecErrors
 from crmlab.registry.patch import parse_assignment, set_path
 from crmlab.registry.spec import GraphSpec, load_graph
 from crmlab.registry.validate import resolve_graph
-from crmlab.runners import data as data_mod
+from crmlab.runners.datasets import Dataset, load, split
 from crmlab.runners.recipe import (
     Recipe,
+    StudyDoc,
     TrainStudy,
     check_study_document,
     inline_recipe,
-    parse_train_study,
     referenced_file,
 )
 
+__all__ = [
+    "LoadedStudy",
+    "apply_overrides",
+    "blame_overrides",
+    "check_assembles",
+    "check_splits",
+    "checked_runs_dir",
+    "default_runs_dir",
+    "graph_document",
+    "input_length",
+    "load_data",
+    "load_train_study",
+    "read_study",
+]
+
+StudyT = TypeVar("StudyT", bound=StudyDoc)
+
 
 def default_runs_dir() -> Path:
+    """Where run directories go without ``--runs-dir``: ``CRMLAB_RUNS``, else ``./crmlab-runs``."""
     return Path(os.environ.get("CRMLAB_RUNS", "crmlab-runs"))
 
 
@@ -68,7 +92,7 @@ def blame_overrides(exc: SpecErrors, overrides: Sequence[str]) -> SpecErrors:
     return SpecErrors(_blame_flag(i, keys) for i in exc.issues)
 
 
-def check_splits(recipe: Recipe, datasets: dict[str, data_mod.Dataset], file: str, seeds: Sequence[int]) -> None:
+def check_splits(recipe: Recipe, datasets: dict[str, Dataset], file: str, seeds: Sequence[int]) -> None:
     """Split every stage's data as training will (for each seed), so a split that leaves training or validation
     empty is ``FILE: recipe.stages.N.split: ...`` before anything is written, not a failure mid-run."""
     for seed in seeds:
@@ -77,7 +101,7 @@ def check_splits(recipe: Recipe, datasets: dict[str, data_mod.Dataset], file: st
                 continue
             frac = stage.split.validation_fraction
             try:
-                data_mod.split(datasets[stage.data], stage.split.method, (1 - frac, frac), seed)
+                split(datasets[stage.data], stage.split.method, (1 - frac, frac), seed)
             except SpecErrors as exc:
                 message = exc.issues[0].message
                 raise SpecError(file, f"recipe.stages.{i}.split", f"data set '{stage.data}': {message}") from None
@@ -105,14 +129,55 @@ def check_assembles(graph: GraphSpec, recipe: Recipe | None = None, file: str = 
         keras.backend.clear_session()
 
 
+def read_study(path: Path, overrides: Sequence[str], model: type[StudyT]) -> StudyT:
+    """Read the study file ``path``, inline its recipe file, apply the ``--set`` ``overrides`` and validate it as
+    ``model``; issues at keys the overrides set are reported against ``--set``."""
+    file = str(path)
+    doc = yamlio.load(path)
+    check_study_document(doc, file)
+    doc = apply_overrides(inline_recipe(doc, path.parent, file), overrides, file)
+    try:
+        return model.parse(doc, file)
+    except SpecErrors as exc:
+        raise blame_overrides(exc, overrides) from None
+
+
+def graph_document(study: StudyDoc, path: Path) -> tuple[Path, dict[str, Any]]:
+    """The graph spec file that the study at ``path`` names and its document (a mapping, not yet validated)."""
+    graph_file = referenced_file(path.parent, study.graph, str(path), "graph")
+    doc = yamlio.load(graph_file)
+    if not isinstance(doc, dict):
+        raise SpecError(str(graph_file), "", "a graph spec must be a mapping")
+    return graph_file, doc
+
+
+def input_length(graph: GraphSpec) -> int:
+    """The sequence length of the graph's first input, to which the study's data sets are encoded."""
+    return graph.inputs[next(iter(graph.inputs))].shape[0]
+
+
+def load_data(study: StudyDoc, length: int, base_dir: Path) -> tuple[dict[str, Dataset], dict[str, Dataset]]:
+    """Load and encode (cached) the study's data sets and test sets, sequences of ``length``; file names are
+    relative to ``base_dir``. Returns ``(data sets, test sets)`` by name."""
+    datasets = {
+        name: load(src, length=length, base_dir=base_dir, name=name, key=f"data.{name}")
+        for name, src in study.data.items()
+    }
+    tests = {
+        name: load(src, length=length, base_dir=base_dir, name=name, key=f"test_sets.{name}")
+        for name, src in study.test_sets.items()
+    }
+    return datasets, tests
+
+
 @dataclass
 class LoadedStudy:
     """A validated study with its resolved graph and loaded data, ready to train."""
 
     study: TrainStudy
     graph: GraphSpec
-    datasets: dict[str, data_mod.Dataset]
-    tests: dict[str, data_mod.Dataset]
+    datasets: dict[str, Dataset]
+    tests: dict[str, Dataset]
 
 
 def load_train_study(path: str | Path, overrides: Sequence[str] = (), assemble: bool = False) -> LoadedStudy:
@@ -120,24 +185,9 @@ def load_train_study(path: str | Path, overrides: Sequence[str] = (), assemble: 
     stage's split and (with ``assemble``) build the model once, so every mistake shows before anything is written."""
     path = Path(path)
     file = str(path)
-    doc = yamlio.load(path)
-    check_study_document(doc, file)
-    doc = apply_overrides(inline_recipe(doc, path.parent, file), overrides, file)
-    try:
-        study = parse_train_study(doc, file)
-    except SpecErrors as exc:
-        raise blame_overrides(exc, overrides) from None
-    base = path.parent
-    graph = resolve_graph(load_graph(referenced_file(base, study.graph, file, "graph")))
-    length = graph.inputs[next(iter(graph.inputs))].shape[0]
-    datasets = {
-        name: data_mod.load(src, length=length, base_dir=base, name=name, key=f"data.{name}")
-        for name, src in study.data.items()
-    }
-    tests = {
-        name: data_mod.load(src, length=length, base_dir=base, name=name, key=f"test_sets.{name}")
-        for name, src in study.test_sets.items()
-    }
+    study = read_study(path, overrides, TrainStudy)
+    graph = resolve_graph(load_graph(referenced_file(path.parent, study.graph, file, "graph")))
+    datasets, tests = load_data(study, input_length(graph), path.parent)
     check_splits(study.recipe, datasets, file, [study.recipe.seed])
     if assemble:
         check_assembles(graph, study.recipe, file)

@@ -18,6 +18,8 @@ from typing import Any
 
 from crmlab.registry.errors import CrmlabError
 
+__all__ = ["PARAM_VALUE_LIMIT", "Tracker", "default_tracking_uri", "flatten", "git_commit"]
+
 PARAM_VALUE_LIMIT = 6000
 
 

@@ -1,1 +1,3 @@
-"""Ablation and search studies (issues 4, 5)."""
+"""Ablation studies (runs, statistics, reports) and architecture search (Optuna, KerasTuner)."""
+
+__all__ = []

@@ -22,34 +22,46 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
 from crmlab.registry import core, yamlio
 from crmlab.registry.errors import Issue, SpecErrors
-from crmlab.registry.spec import GraphSpec, parse_graph, pydantic_issues
+from crmlab.registry.spec import GraphSpec, parse_graph
 from crmlab.registry.validate import resolve_graph
 from crmlab.registry.variants import Patch, apply_patch, check_leave_one_out, parse_patch
-from crmlab.runners import data as data_mod
-from crmlab.runners.data import DataSource
-from crmlab.runners.recipe import Recipe, check_study_document, inline_recipe, parse_recipe, referenced_file
-from crmlab.runners.study import apply_overrides, blame_overrides, check_assembles, check_splits
-from crmlab.runners.train import RunResult, TrainingFailed, digest
+from crmlab.runners.datasets import Dataset
+from crmlab.runners.outputs import RunResult, TrainingFailed
+from crmlab.runners.recipe import Recipe, StudyDoc, parse_recipe
+from crmlab.runners.runkey import digest
+from crmlab.runners.study import (
+    blame_overrides,
+    check_assembles,
+    check_splits,
+    graph_document,
+    input_length,
+    load_data,
+    read_study,
+)
+from crmlab.search.report import REFERENCE, compare, log_comparison, write_all
 
-REFERENCE = "canonical"
+__all__ = [
+    "REFERENCE",
+    "Ablation",
+    "AblationDoc",
+    "Variant",
+    "collect",
+    "load_ablation",
+    "parent_run",
+    "run_ablation",
+    "run_one",
+    "state_path",
+]
 
 
-class AblationDoc(BaseModel):
+class AblationDoc(StudyDoc):
     """The shape of an ablation study document (the recipe and patches are validated per variant)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
     kind: Literal["ablation"] = "ablation"
-    name: str
-    description: str = ""
-    graph: str
-    data: dict[str, DataSource]
-    test_sets: dict[str, DataSource] = Field(min_length=1)
-    recipe: dict[str, Any]
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     leave_one_out: list[str] = Field(default_factory=list)
     variants: dict[str, Any] = Field(default_factory=dict)
@@ -74,8 +86,8 @@ class Ablation:
     overrides: list[str]
     doc: AblationDoc
     variants: list[Variant]
-    datasets: dict[str, data_mod.Dataset] = field(default_factory=dict)
-    tests: dict[str, data_mod.Dataset] = field(default_factory=dict)
+    datasets: dict[str, Dataset] = field(default_factory=dict)
+    tests: dict[str, Dataset] = field(default_factory=dict)
     failed: dict[tuple[str, int], str] = field(default_factory=dict)
     """Runs that failed (diverged) in :func:`run_ablation`, by (variant, seed), with the reason."""
 
@@ -126,17 +138,8 @@ def load_ablation(path: str | Path, overrides: Sequence[str] = (), assemble: boo
 
 def _load_ablation(path: Path, overrides: list[str], assemble: bool) -> Ablation:
     file = str(path)
-    raw = yamlio.load(path)
-    check_study_document(raw, file)
-    raw = apply_overrides(inline_recipe(raw, path.parent, file), overrides, file)
-    try:
-        doc = AblationDoc.model_validate(raw)
-    except ValidationError as exc:
-        raise SpecErrors(pydantic_issues(exc, file, AblationDoc)) from None
-    graph_path = referenced_file(path.parent, doc.graph, file, "graph")
-    base_graph = yamlio.load(graph_path)
-    if not isinstance(base_graph, dict):
-        raise SpecErrors([Issue(str(graph_path), "", "a graph spec must be a mapping")])
+    doc = read_study(path, overrides, AblationDoc)
+    graph_path, base_graph = graph_document(doc, path)
     parse_graph(base_graph, str(graph_path))  # the shape of the document, before patches walk its nodes
     blocks = core.blocks()
     variants, issues = [], []
@@ -156,13 +159,7 @@ def _load_ablation(path: Path, overrides: list[str], assemble: bool) -> Ablation
         raise SpecErrors(issues)
     if assemble:
         _assemble_all(variants, file)
-    length = variants[0].graph.inputs[next(iter(variants[0].graph.inputs))].shape[0]
-    base = path.parent
-    datasets = {n: data_mod.load(s, length=length, base_dir=base, name=n, key=f"data.{n}") for n, s in doc.data.items()}
-    tests = {
-        n: data_mod.load(s, length=length, base_dir=base, name=n, key=f"test_sets.{n}")
-        for n, s in doc.test_sets.items()
-    }
+    datasets, tests = load_data(doc, input_length(variants[0].graph), path.parent)
     for v in variants:
         try:
             check_splits(v.recipe, datasets, file, doc.seeds)
@@ -183,7 +180,8 @@ def _assemble_all(variants: list[Variant], file: str) -> None:
         raise SpecErrors(issues)
 
 
-def _state_path(runs_dir: Path, ablation: Ablation) -> Path:
+def state_path(runs_dir: Path, ablation: Ablation) -> Path:
+    """The study's state file (its MLflow parent run id) under ``RUNS_DIR/_studies``."""
     return runs_dir / "_studies" / f"{ablation.doc.name}-{ablation.key}.json"
 
 
@@ -191,7 +189,7 @@ def parent_run(ablation: Ablation, runs_dir: Path, tracking_uri: str | None) -> 
     """The study's MLflow parent run (created once, reopened by later invocations)."""
     from crmlab.runners.tracking import Tracker, flatten
 
-    state_file = _state_path(runs_dir, ablation)
+    state_file = state_path(runs_dir, ablation)
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     tracker = Tracker(tracking_uri, ablation.doc.name)
     tags = {
@@ -249,7 +247,7 @@ def run_one(
 
 def collect(ablation: Ablation, runs_dir: Path) -> tuple[dict[tuple[str, int], RunResult], list[str]]:
     """Finished results of the study (nothing is trained) and the names of the runs still missing."""
-    from crmlab.runners.train import finished_result
+    from crmlab.runners.outputs import finished_result
 
     results, missing = {}, []
     for seed in ablation.doc.seeds:
@@ -283,7 +281,7 @@ def run_ablation(
 ) -> tuple[dict[tuple[str, int], RunResult], list[Any], Path]:
     """Train every variant x seed not yet finished, then compare against canonical.
 
-    A run that fails (:class:`~crmlab.runners.train.TrainingFailed`: a diverged loss) does not stop the others: it is
+    A run that fails (:class:`~crmlab.runners.outputs.TrainingFailed`: a diverged loss) does not stop the others: it is
     recorded in ``ablation.failed``, its MLflow run is marked FAILED, its variant is left out of the comparison and
     listed in ``report.md`` and on the parent run (tag ``crmlab.failed_runs``). If canonical fails there is nothing
     to compare against: the other runs are still trained, then ``TrainingFailed`` is raised.
@@ -332,8 +330,6 @@ def run_ablation(
         if jobs <= 1:
             r = next(iter(result.test_metrics.values()))["pearson_r"]
             progress(f"[{done}/{total}] {name} seed={seed}: r = {r:.4f} ({next(iter(result.test_metrics))})")
-    from crmlab.search.report import compare, log_comparison, write_all
-
     if any(name == REFERENCE for name, _ in ablation.failed):
         if tracker is not None:
             tracker.set_tags({"crmlab.failed_runs": _failed_text(ablation)})

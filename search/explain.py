@@ -17,10 +17,13 @@ import keras
 import pandas as pd
 
 from crmlab.registry.errors import CrmlabError, did_you_mean
-from crmlab.runners.data import SequenceTable, read_sequences
 from crmlab.runners.explain import Explanation, explain, write_explanation
 from crmlab.runners.motifs import Motif, scan
-from crmlab.search.ablation import Ablation, _state_path, collect
+from crmlab.runners.sequences import SequenceTable, read_sequences
+from crmlab.runners.study import input_length
+from crmlab.search.ablation import Ablation, collect, state_path
+
+__all__ = ["PER_VARIANT", "SHARED", "StudyExplanation", "comparison_table", "explain_study", "study_test_set"]
 
 SHARED = ["motif", "name", "width", "hits", "sequences", "expression_with", "expression_without", "expression_p"]
 PER_VARIANT = ["saliency_at_hits", "saliency_all", "abs_saliency_at_hits", "abs_saliency_ratio"]
@@ -51,7 +54,7 @@ def study_test_set(ablation: Ablation, test: str | None) -> tuple[str, SequenceT
     name = test or names[0]
     if name not in ablation.doc.test_sets:
         raise CrmlabError(f"{ablation.path}: --test: no test set '{name}'{did_you_mean(name, names)}")
-    length = ablation.variants[0].graph.inputs[next(iter(ablation.variants[0].graph.inputs))].shape[0]
+    length = input_length(ablation.variants[0].graph)
     table = read_sequences(ablation.doc.test_sets[name], length, ablation.path.parent, key=f"test_sets.{name}")
     return name, table
 
@@ -133,6 +136,6 @@ def explain_study(
     comparison.to_csv(files[-1], sep="\t", index=False, float_format="%.6g")
     title = f"{ablation.doc.name}: |saliency| at motif hits, {name}, seed {seed}"
     files += variant_bars(comparison, list(explanations), out / "comparison.png", title, min_hits)
-    state = _state_path(runs_dir, ablation)
+    state = state_path(runs_dir, ablation)
     parent = json.loads(state.read_text()).get("parent_run_id") if state.exists() else None
     return StudyExplanation(name, seed, explanations, comparison, parent), out, files

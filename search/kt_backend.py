@@ -22,10 +22,28 @@ from pathlib import Path
 from typing import Any
 
 import keras_tuner
+import optuna
 from keras_tuner.engine.base_tuner import BaseTuner
 
+from crmlab.registry.errors import CrmlabError
 from crmlab.registry.space import BoolParam, ChoiceParam, FloatParam, IntParam, Param, Space
-from crmlab.search.search import CANONICAL, Search, TrialOutcome, TrialRow, open_parent_run, run_trial, train_canonical
+from crmlab.search.backend import SearchBackend, SearchOptions, SearchRun
+from crmlab.search.leaderboard import TrialRow, log_summary
+from crmlab.search.optuna_backend import distributions
+from crmlab.search.optuna_backend import importances as optuna_importances
+from crmlab.search.search import CANONICAL, Search
+from crmlab.search.trial import TrialOutcome, open_parent_run, run_trial, train_canonical
+
+__all__ = [
+    "CrmlabTuner",
+    "KerasTunerBackend",
+    "declare",
+    "importances",
+    "make_oracle",
+    "run_keras_tuner",
+    "trial_rows",
+    "values_of",
+]
 
 _PLAIN = (bool, int, float, str)
 
@@ -150,6 +168,7 @@ class CrmlabTuner(BaseTuner):
 
 
 def make_oracle(search: Search) -> keras_tuner.Oracle:
+    """The ``keras_tuner.tuner`` oracle over the declared space (Hyperband's budget: epochs of the last stage)."""
     o, doc = search.doc.keras_tuner, search.doc
     objective = keras_tuner.Objective(doc.objective.metric, "min" if doc.objective.direction == "minimize" else "max")
     common = {
@@ -208,9 +227,7 @@ def run_keras_tuner(
         raise
     rows = trial_rows(tuner)
     if tracker is not None:
-        from crmlab.search.optuna_backend import _log_parent
-
-        _log_parent(tracker, search, rows, canonical)
+        log_summary(tracker, search.metric, search.doc.objective.direction, rows, canonical)
         tracker.end("FINISHED")
     return tuner, rows, canonical
 
@@ -225,6 +242,7 @@ def _quiet_tuner() -> Any:
 
 
 def trial_rows(tuner: CrmlabTuner) -> list[TrialRow]:
+    """The leaderboard rows of the tuner's recorded trials, in trial order."""
     return [
         TrialRow(int(trial_id), o["state"], o["value"], o["params"], o["epochs"], o["deltas"], o["reason"])
         for trial_id, o in sorted(tuner.outcomes.items(), key=lambda kv: int(kv[0]))
@@ -233,11 +251,6 @@ def trial_rows(tuner: CrmlabTuner) -> list[TrialRow]:
 
 def importances(search: Search, rows: list[TrialRow]) -> dict[str, float]:
     """fANOVA importances of the complete trials, computed by Optuna on an in-memory copy."""
-    import optuna
-
-    from crmlab.search.optuna_backend import distributions
-    from crmlab.search.optuna_backend import importances as optuna_importances
-
     done = [r for r in rows if r.state == "complete" and r.value is not None]
     if len(done) < 2 or len({r.value for r in done}) < 2:
         return {}
@@ -249,3 +262,29 @@ def importances(search: Search, rows: list[TrialRow]) -> dict[str, float]:
             optuna.create_trial(params=r.params, distributions={k: dists[k] for k in r.params}, value=r.value)
         )
     return optuna_importances(study)
+
+
+class KerasTunerBackend(SearchBackend):
+    """``backend: keras_tuner``: a KerasTuner oracle; distributed by KerasTuner's own chief/worker variables."""
+
+    def check_options(self, options: SearchOptions) -> None:
+        """``--storage`` and ``--workers`` are Optuna's."""
+        if options.storage or options.workers > 1:
+            flag = "--storage" if options.storage else "--workers"
+            raise CrmlabError(
+                f"{flag}: only with backend: optuna (keras_tuner distributes with KERASTUNER_* variables)"
+            )
+
+    def connect(self, search: Search, runs_dir: Path, options: SearchOptions) -> None:
+        """The tuner's state is files in the runs folder: nothing to reach."""
+
+    def run(self, search: Search, runs_dir: Path, options: SearchOptions) -> SearchRun:
+        """:func:`run_keras_tuner` with the options."""
+        tuner, rows, canonical = run_keras_tuner(
+            search, runs_dir, options.tracking_uri, options.mlflow, options.progress
+        )
+        return SearchRun(rows, canonical, tuner)
+
+    def importances(self, search: Search, run: SearchRun) -> dict[str, float]:
+        """fANOVA importances of the complete trials (:func:`importances`)."""
+        return importances(search, run.rows)

@@ -1,13 +1,14 @@
 """``backend: optuna``: a study in an Optuna storage, worked on by any number of processes.
 
-Storage: ``sqlite:///<runs-dir>/optuna.db`` by default (embedded, no server); ``--storage postgresql://...`` (or any
-SQLAlchemy URL Optuna accepts) for workers on several machines. Every worker (``--workers N`` local processes, or
-``crmlab search STUDY --storage URL`` started anywhere) loops: run a waiting (retried) trial or sample a new one
-while fewer than ``trials`` are complete, pruned, failed for a reason, running or waiting; then wait until no trial
-of the study is running, so a trial whose worker died is failed by the heartbeat check (after ``grace`` seconds
-without a heartbeat) and retried by a worker still alive. Trials of a dead worker are retried with the same
-parameters, hence the same run key: the retry resumes the run from its last checkpoint. Running the same command
-again resumes the study. The study is inspectable with ``optuna-dashboard STORAGE_URL``.
+Storage (:mod:`crmlab.search.optuna_storage`): ``sqlite:///<runs-dir>/optuna.db`` by default (embedded, no server);
+``--storage postgresql://...`` (or any SQLAlchemy URL Optuna accepts) for workers on several machines. Every worker
+(``--workers N`` local processes, or ``crmlab search STUDY --storage URL`` started anywhere) loops: run a waiting
+(retried) trial or sample a new one while fewer than ``trials`` are complete, pruned, failed for a reason, running
+or waiting; then wait until no trial of the study is running, so a trial whose worker died is failed by the
+heartbeat check (after ``grace`` seconds without a heartbeat) and retried by a worker still alive. Trials of a dead
+worker are retried with the same parameters, hence the same run key: the retry resumes the run from its last
+checkpoint. Running the same command again resumes the study. The study is inspectable with
+``optuna-dashboard STORAGE_URL``.
 """
 
 from __future__ import annotations
@@ -22,21 +23,35 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from crmlab.registry.errors import CrmlabError
 from crmlab.registry.space import BoolParam, ChoiceParam, FloatParam, IntParam, Space
-from crmlab.search.search import (
-    CANONICAL,
-    Search,
-    StopTrial,
-    TrialRow,
-    load_search,
-    open_parent_run,
-    run_trial,
-    train_canonical,
-)
+from crmlab.search.backend import SearchBackend, SearchOptions, SearchRun
+from crmlab.search.leaderboard import TrialRow, log_summary
+from crmlab.search.optuna_storage import check_storage_url, default_storage, open_storage
+from crmlab.search.search import CANONICAL, Search, load_search
+from crmlab.search.trial import StopTrial, open_parent_run, run_trial, train_canonical
+
+__all__ = [
+    "CANONICAL_ATTR",
+    "KEY_ATTR",
+    "PARENT_ATTR",
+    "SURPLUS_ATTR",
+    "OptunaBackend",
+    "TrialFailed",
+    "budget_used",
+    "distributions",
+    "importances",
+    "make_pruner",
+    "make_sampler",
+    "open_study",
+    "run_optuna",
+    "suggest",
+    "trial_rows",
+    "work",
+]
 
 KEY_ATTR = "crmlab.search_key"
 CANONICAL_ATTR = "crmlab.canonical"
@@ -50,59 +65,8 @@ class TrialFailed(Exception):
     """A trial that cannot complete (diverged); Optuna records it FAIL and the study goes on."""
 
 
-def default_storage(runs_dir: Path) -> str:
-    return f"sqlite:///{runs_dir.resolve() / 'optuna.db'}"
-
-
-def check_storage_url(url: str | None) -> str:
-    """The scheme of a ``--storage`` URL, checked without connecting or writing (an SQLite file's folder must be
-    writable); ``None`` is the default SQLite file in the (checked) runs folder."""
-    if url is None:
-        return "sqlite"
-    scheme = url.split(":", 1)[0].split("+", 1)[0] if ":" in url else ""
-    if scheme not in ("sqlite", "postgresql", "mysql"):
-        raise CrmlabError(f"--storage: {url!r}: use sqlite:///PATH, postgresql://USER@HOST:PORT/DB or mysql://...")
-    if scheme == "sqlite" and url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        folder = Path(url.removeprefix("sqlite:///")).absolute().parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-            raise CrmlabError(f"--storage: cannot use {url}: {folder} is not a writable folder")
-    return scheme
-
-
-def open_storage(url: str | None, runs_dir: Path, search: Search) -> RDBStorage:
-    """An Optuna RDB storage with heartbeats and failed-trial retry; a URL that cannot be used is ``--storage: ...``.
-
-    Nothing is written for a bad URL: the connection is made (and the schema created) by the first request.
-    """
-    hb = search.doc.optuna.heartbeat
-    scheme = check_storage_url(url)
-    if url is None:
-        runs_dir.mkdir(parents=True, exist_ok=True)
-        url = default_storage(runs_dir)
-    if scheme == "sqlite":
-        engine: dict[str, Any] = {"connect_args": {"timeout": 60}}
-    elif scheme == "postgresql":
-        engine = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
-    else:
-        engine = {"pool_pre_ping": True}
-    try:
-        with warnings.catch_warnings():  # heartbeats and the retry callback are "experimental" since Optuna 2.8
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
-                url,
-                engine_kwargs=engine,
-                heartbeat_interval=hb.interval,
-                grace_period=hb.grace,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=hb.max_retry),
-            )
-    except Exception as exc:  # driver missing, host unreachable, bad credentials, bad path
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if isinstance(exc, ModuleNotFoundError):
-            first += " (PostgreSQL needs a driver: pip install 'crmlab[postgres]')"
-        raise CrmlabError(f"--storage: cannot use {url}: {first}") from None
-
-
-def _sampler(search: Search, worker: int) -> optuna.samplers.BaseSampler:
+def make_sampler(search: Search, worker: int) -> optuna.samplers.BaseSampler:
+    """The ``optuna.sampler`` of the study, seeded per worker."""
     o, seed = search.doc.optuna, search.doc.seed + 1000 * worker
     if o.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -120,7 +84,8 @@ def _sampler(search: Search, worker: int) -> optuna.samplers.BaseSampler:
         )
 
 
-def _pruner(search: Search) -> optuna.pruners.BasePruner:
+def make_pruner(search: Search) -> optuna.pruners.BasePruner:
+    """The ``optuna.pruner`` of the study, on the epochs of the recipe's last stage."""
     o = search.doc.optuna
     last = search.canonical[1].stages[-1]
     epochs = search.canonical[1].stage_epochs(last)
@@ -174,8 +139,8 @@ def open_study(search: Search, storage: RDBStorage, worker: int = 0) -> optuna.S
         study = optuna.create_study(
             study_name=search.doc.name,
             storage=storage,
-            sampler=_sampler(search, worker),
-            pruner=_pruner(search),
+            sampler=make_sampler(search, worker),
+            pruner=make_pruner(search),
             direction=search.doc.objective.direction,
             load_if_exists=True,
         )
@@ -354,12 +319,13 @@ def run_optuna(
         raise
     rows = trial_rows(study)
     if tracker is not None:
-        _log_parent(tracker, search, rows, canonical)
+        log_summary(tracker, search.metric, search.doc.objective.direction, rows, canonical)
         tracker.end("FINISHED")
     return study, rows, canonical
 
 
 def trial_rows(study: optuna.Study) -> list[TrialRow]:
+    """The leaderboard rows of the study's finished trials (surplus trials left out)."""
     states = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
     rows = []
     for t in study.get_trials(deepcopy=False):
@@ -398,20 +364,24 @@ def importances(study: optuna.Study) -> dict[str, float]:
         return {}
 
 
-def best_values(study: optuna.Study) -> dict[str, Any] | None:
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    if not complete:
-        return None
-    return dict(study.best_trial.params)
+class OptunaBackend(SearchBackend):
+    """``backend: optuna``: trials in an Optuna storage (``--storage``), worked on by ``--workers`` processes."""
 
+    def check_options(self, options: SearchOptions) -> None:
+        """Every option applies to Optuna."""
 
-def _log_parent(tracker: Any, search: Search, rows: list[TrialRow], canonical: dict) -> None:
-    done = [r for r in rows if r.state == "complete" and r.value is not None]
-    metrics = {f"canonical.{search.metric}": canonical["value"]}
-    if done:
-        best = max(done, key=lambda r: r.value if search.doc.objective.direction == "maximize" else -r.value)  # type: ignore[operator]
-        metrics[f"best.{search.metric}"] = best.value  # type: ignore[assignment]
-        tracker.set_tags({"crmlab.best_trial": str(best.number)})
-    tracker.log_metrics(
-        {**metrics, **{f"trials.{s}": sum(r.state == s for r in rows) for s in ("complete", "pruned", "failed")}}
-    )
+    def connect(self, search: Search, runs_dir: Path, options: SearchOptions) -> None:
+        """Open a server storage now (an unusable one is reported before training); SQLite is made on first use."""
+        if check_storage_url(options.storage) != "sqlite":
+            open_storage(options.storage, runs_dir, search).engine.dispose()
+
+    def run(self, search: Search, runs_dir: Path, options: SearchOptions) -> SearchRun:
+        """:func:`run_optuna` with the options."""
+        study, rows, canonical = run_optuna(
+            search, runs_dir, options.storage, options.tracking_uri, options.workers, options.mlflow, options.progress
+        )
+        return SearchRun(rows, canonical, study)
+
+    def importances(self, search: Search, run: SearchRun) -> dict[str, float]:
+        """fANOVA importances over the study's complete trials."""
+        return importances(run.state)

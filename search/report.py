@@ -12,6 +12,21 @@ import numpy as np
 
 from crmlab.search.stats import Delta, holm, mean_sd, paired_delta
 
+__all__ = [
+    "LABELS",
+    "METRICS",
+    "REFERENCE",
+    "Row",
+    "compare",
+    "log_comparison",
+    "scatter_plots",
+    "table_text",
+    "write_all",
+    "write_report",
+]
+
+REFERENCE = "canonical"
+"""The reference variant of an ablation: the base spec and recipe, unpatched."""
 METRICS = ("pearson_r", "spearman_rho", "r2")
 LABELS = {"pearson_r": "Pearson r", "spearman_rho": "Spearman rho", "r2": "R2"}
 
@@ -30,8 +45,6 @@ class Row:
 
 def compare(ablation: Any, results: dict[tuple[str, int], Any], replicates: int = 2000) -> list[Row]:
     """Rows for every variant x test set; deltas are paired by seed and Holm-corrected across variants."""
-    from crmlab.search.ablation import REFERENCE
-
     seeds = ablation.doc.seeds
     rows = []
     for test_name, test in ablation.tests.items():
@@ -137,7 +150,7 @@ def _plots(ablation: Any, rows: list[Row], out: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(names), 3.6))
         means = [sub[n].mean["pearson_r"] for n in names]
         sds = [sub[n].sd["pearson_r"] for n in names]
-        colors = ["#4c72b0" if n == "canonical" else "#a0a0a0" for n in names]
+        colors = ["#4c72b0" if n == REFERENCE else "#a0a0a0" for n in names]
         ax.bar(names, means, yerr=sds, color=colors, capsize=4)
         for i, n in enumerate(names):
             d = sub[n].delta["pearson_r"]
@@ -165,8 +178,8 @@ def scatter_plots(ablation: Any, results: dict[tuple[str, Any], Any], out: Path)
     import matplotlib.pyplot as plt
 
     seed, test_name = ablation.doc.seeds[0], next(iter(ablation.tests))
-    ref = results[("canonical", seed)].predictions[test_name]
-    others = [v.name for v in ablation.variants if v.name != "canonical"]
+    ref = results[(REFERENCE, seed)].predictions[test_name]
+    others = [v.name for v in ablation.variants if v.name != REFERENCE]
     if not others:
         return []
     cols = min(3, len(others))

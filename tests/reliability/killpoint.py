@@ -33,6 +33,8 @@ def _kill() -> None:
 def install(point: str, n: int, trace: str) -> None:
     """Patch the training path: a kill at the ``n``-th arrival at ``point``, and epoch tracing into ``trace``."""
     from crmlab.runners import pipeline, tracking, train
+    from crmlab.runners.callbacks import EpochControl
+    from crmlab.runners.checkpoint import CheckpointState
 
     calls = {"n": 0}
 
@@ -60,16 +62,16 @@ def install(point: str, n: int, trace: str) -> None:
             tracking.Tracker, "start", True, lambda self, name, tags, run_id=None: run_id is None
         ),
         "batch": lambda: around(pipeline.Batches, "__getitem__", False),
-        "state-commit": lambda: around(train._State, "commit", False),
-        "state-committed": lambda: around(train._State, "commit", True),
+        "state-commit": lambda: around(CheckpointState, "commit", False),
+        "state-committed": lambda: around(CheckpointState, "commit", True),
         "mlflow-metrics": lambda: around(tracking.Tracker, "log_metrics", True),
         "stage-store": lambda: around(os, "rename", False, lambda src, dst: "_stages" in str(dst)),
-        "outputs": lambda: around(train, "_write_outputs", True),
+        "outputs": lambda: around(train, "write_outputs", True),
         "none": lambda: None,
     }
     points[point]()
 
-    begin = train._EpochControl.on_epoch_begin
+    begin = EpochControl.on_epoch_begin
 
     def traced(self: Any, epoch: int, logs: Any = None) -> None:
         with open(trace, "a") as fh:
@@ -78,7 +80,7 @@ def install(point: str, n: int, trace: str) -> None:
             os.fsync(fh.fileno())
         begin(self, epoch, logs)
 
-    train._EpochControl.on_epoch_begin = traced
+    EpochControl.on_epoch_begin = traced
 
 
 def main(argv: list[str]) -> int:

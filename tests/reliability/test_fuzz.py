@@ -33,8 +33,8 @@ from crmlab.registry.spec import GraphSpec, parse_graph
 from crmlab.registry.templates import crmnet_unet
 from crmlab.registry.validate import resolve_graph
 from crmlab.registry.variants import SHORTCUTS
-from crmlab.runners.data import DataSource
 from crmlab.runners.recipe import Recipe, TrainStudy, parse_recipe, parse_train_study
+from crmlab.runners.sources import DataSource
 from crmlab.runners.study import LoadedStudy, load_train_study
 from crmlab.search.ablation import Ablation, load_ablation
 from crmlab.search.search import Search, load_search

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from crmlab.cli import main
+from crmlab.runners.callbacks import EpochControl
+from crmlab.runners.checkpoint import CheckpointState
+from crmlab.runners.outputs import TrainingFailed
 from crmlab.runners.recipe import Recipe, Stage
-from crmlab.runners.train import TrainingFailed, _EpochControl, _State
 from tests.reliability.workspace import check_one_line_error, make_workspace, mlflow_runs
 
 ONE_STAGE = "recipe.stages=[{name: finetune, data: random_library, epochs: 1, standardize: false}]"
@@ -57,14 +59,14 @@ def test_non_finite_weights_fail_the_run_even_when_the_loss_is_finite(tmp_path: 
         def __len__(self) -> int:
             return 1
 
-    control = _EpochControl(recipe.stages[0], recipe, _Batches(), _State(tmp_path), None, None)
+    control = EpochControl(recipe.stages[0], recipe, _Batches(), CheckpointState(tmp_path), None, None)
     control.set_model(model)
     control.on_epoch_end(0, {"loss": 1.0, "val_loss": 1.0, "val_r2": 0.5})
     kernel = model.layers[0].kernel
     kernel.assign(np.where(np.arange(3)[:, None] == 1, np.inf, keras.ops.convert_to_numpy(kernel)))
     with pytest.raises(TrainingFailed, match=r"s: weights are not finite after epoch 2 \(exploding gradients"):
         control.on_epoch_end(1, {"loss": 1.0, "val_loss": 1.0, "val_r2": 0.5})
-    assert _State(tmp_path)["epoch"] == 1, "the broken epoch is not committed"
+    assert CheckpointState(tmp_path)["epoch"] == 1, "the broken epoch is not committed"
 
 
 def test_an_ablation_goes_on_past_a_diverging_variant_and_reports_it(

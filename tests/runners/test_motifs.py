@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from crmlab.registry.errors import CrmlabError
-from crmlab.runners.data import encode
 from crmlab.runners.motifs import BASES, Motif, coverage, jaspar_motifs, motif_table, scan
+from crmlab.runners.tokens import encode
 from tests.conftest import read_rows
 
 COMPLEMENT = str.maketrans("ACGT", "TGCA")

@@ -10,11 +10,14 @@ import pandas as pd
 import pytest
 
 from crmlab.cli import main
-from crmlab.runners.data import DataSource, encode, read_sequences
+from crmlab.runners.outputs import RunResult
 from crmlab.runners.predict import load_model, predict, saturation_mutagenesis
+from crmlab.runners.sequences import read_sequences
+from crmlab.runners.sources import DataSource
 from crmlab.runners.study import load_train_study
+from crmlab.runners.tokens import encode
 from crmlab.runners.tracking import Tracker
-from crmlab.runners.train import RunResult, train_run
+from crmlab.runners.train import train_run
 from tests.conftest import read_rows
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,8 +10,8 @@ import pytest
 
 from crmlab.registry.errors import SpecErrors
 from crmlab.runners.recipe import Schedule, parse_train_study
+from crmlab.runners.schedule import StageSchedule
 from crmlab.runners.study import load_train_study
-from crmlab.runners.train import StageSchedule
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "fixtures" / "studies" / "tiny_train.yaml"

@@ -14,9 +14,12 @@ import keras
 import numpy as np
 import pytest
 
+from crmlab.runners.callbacks import EpochControl
+from crmlab.runners.checkpoint import CheckpointState
+from crmlab.runners.outputs import TrainingFailed
 from crmlab.runners.recipe import EarlyStopping, Recipe, Stage
 from crmlab.runners.study import load_train_study
-from crmlab.runners.train import TrainingFailed, _EpochControl, _State, train_run
+from crmlab.runners.train import train_run
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "fixtures" / "studies" / "tiny_train.yaml"
@@ -115,19 +118,19 @@ def test_early_stopping_triggers_and_survives_a_restart(tmp_path: Path) -> None:
         def __len__(self) -> int:
             return 1
 
-    def control(state: _State) -> _EpochControl:
-        c = _EpochControl(recipe.stages[0], recipe, _Batches(), state, None, None)
+    def control(state: CheckpointState) -> EpochControl:
+        c = EpochControl(recipe.stages[0], recipe, _Batches(), state, None, None)
         c.set_model(model)
         return c
 
-    state = _State(tmp_path)
+    state = CheckpointState(tmp_path)
     c = control(state)
     for epoch, r2 in enumerate([0.5, 0.6, 0.55]):
         model.stop_training = False
         c.on_epoch_begin(epoch)
         c.on_epoch_end(epoch, {"loss": 1.0, "val_loss": 1.0, "val_r2": r2})
     assert not model.stop_training and state["wait"] == 1 and state["best"] == 0.6
-    restarted = control(_State(tmp_path))
+    restarted = control(CheckpointState(tmp_path))
     restarted.on_epoch_begin(3)
     restarted.on_epoch_end(3, {"loss": 1.0, "val_loss": 1.0, "val_r2": 0.58})
     assert model.stop_training, "patience 2 reached across the restart"

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from crmlab.cli import main
-from crmlab.search.ablation import REFERENCE, _state_path, load_ablation, run_ablation
+from crmlab.search.ablation import REFERENCE, load_ablation, run_ablation, state_path
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDY = ROOT / "tests" / "fixtures" / "studies" / "tiny_ablation.yaml"
@@ -42,6 +42,6 @@ def test_explain_study_puts_every_variant_side_by_side(tmp_path: Path, capsys: p
 
     from mlflow.tracking import MlflowClient
 
-    parent_id = json.loads(_state_path(runs, ablation).read_text())["parent_run_id"]
+    parent_id = json.loads(state_path(runs, ablation).read_text())["parent_run_id"]
     logged = {a.path for a in MlflowClient(uri).list_artifacts(parent_id, "explain/native-seed0")}
     assert "explain/native-seed0/comparison.tsv" in logged and "explain/native-seed0/canonical" in logged

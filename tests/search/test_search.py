@@ -12,8 +12,8 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from crmlab.cli import main
+from crmlab.runners.runkey import run_key
 from crmlab.runners.study import load_train_study
-from crmlab.runners.train import run_key
 from crmlab.search import optuna_backend
 from crmlab.search.search import load_search
 
@@ -133,7 +133,7 @@ def test_a_pruned_trial_is_recorded_pruned_with_its_partial_curve(
 ) -> None:
     search = load_search(TINY, ["trials=2", "optuna.sampler=random", "recipe.stages.1.epochs=3"], assemble=False)
     # a pruner that stops every trial after its first fine-tuning epoch (r is never above 2)
-    monkeypatch.setattr(optuna_backend, "_pruner", lambda _: optuna.pruners.ThresholdPruner(lower=2.0))
+    monkeypatch.setattr(optuna_backend, "make_pruner", lambda _: optuna.pruners.ThresholdPruner(lower=2.0))
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     study, rows, _ = optuna_backend.run_optuna(search, runs, storage, uri, progress=lambda _: None)

@@ -1,0 +1,84 @@
+"""Argument parsing pieces of the ``crmlab`` command: its parser class, argument types, and the flags shared by
+several sub-commands, each declared once as an argparse parent parser.
+
+A sub-command lists the shared flags it takes: ``sub.add_parser(NAME, parents=[keras_backend(), tracking_uri()])``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
+
+__all__ = [
+    "EXIT_USAGE",
+    "KERAS_BACKENDS",
+    "Parser",
+    "keras_backend",
+    "no_mlflow",
+    "overrides",
+    "positive_int",
+    "runs_dir",
+    "tracking_uri",
+]
+
+EXIT_USAGE = 2
+"""The exit status of a usage error (a bad flag, a bad study file)."""
+KERAS_BACKENDS = ("tensorflow", "jax")
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``crmlab train: --verbose: invalid choice ...``), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: MESSAGE (see PROG --help)`` and exit with :data:`EXIT_USAGE`."""
+        self.exit(EXIT_USAGE, f"{self.prog}: {message.removeprefix('argument ')} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """An argument type: an integer of at least 1 (``--jobs``, ``--workers``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _parent() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(add_help=False)
+
+
+def overrides() -> argparse.ArgumentParser:
+    """``--set KEY=VALUE`` (repeatable): override a key of the study file."""
+    parent = _parent()
+    parent.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a study key")
+    return parent
+
+
+def keras_backend(text: str = "Keras backend") -> argparse.ArgumentParser:
+    """``--backend``: the Keras backend, selected before Keras is imported; ``text`` is its help."""
+    parent = _parent()
+    parent.add_argument("--backend", choices=list(KERAS_BACKENDS), help=text)
+    return parent
+
+
+def tracking_uri() -> argparse.ArgumentParser:
+    """``--tracking-uri``: the MLflow tracking store."""
+    parent = _parent()
+    parent.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
+    return parent
+
+
+def no_mlflow(text: str = "do not log to MLflow") -> argparse.ArgumentParser:
+    """``--no-mlflow``: log nothing to MLflow; ``text`` is its help."""
+    parent = _parent()
+    parent.add_argument("--no-mlflow", action="store_true", help=text)
+    return parent
+
+
+def runs_dir() -> argparse.ArgumentParser:
+    """``--runs-dir``: the folder of run directories."""
+    parent = _parent()
+    parent.add_argument("--runs-dir", help="run directories (default: CRMLAB_RUNS or ./crmlab-runs)")
+    return parent

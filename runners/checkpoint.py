@@ -1,0 +1,188 @@
+"""A run's checkpoint on disk: its committed progress (``state.json``), weights and optimiser state per epoch, the
+weights a stage starts from, and the cache of finished stages that other runs reuse.
+
+Layout of a run directory ``RUNS_DIR/<run key>/``: ``state.json`` names the current ``ckpt-<n>/`` folder (holding
+``weights.weights.h5``, ``optimizer.npz`` and ``best.weights.h5``); replacing ``state.json`` atomically is the
+commit point, so a run killed at any moment finds a complete checkpoint. ``stage<i>-start.npz`` keeps the weights
+stage ``i`` started from (for ``keep_previous``). Finished stages are cached in ``RUNS_DIR/_stages/<stage key>/``
+(``weights.weights.h5`` and ``stage.json`` with the stage's normalisation and history).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from crmlab.runners.outputs import TrainingFailed
+
+__all__ = [
+    "STATE_VERSION",
+    "CheckpointState",
+    "keep_previous",
+    "load_optimizer",
+    "load_stage",
+    "save_stage_start",
+    "store_stage",
+]
+
+STATE_VERSION = 1
+
+
+class CheckpointState:
+    """The run's committed progress (``state.json``) and its checkpoint directory.
+
+    Read and set fields by key (``state["epoch"]``); :meth:`commit` writes them. The fields: ``version``,
+    ``stage`` (stages finished), ``epoch`` (epochs finished in the current stage), ``best`` and ``wait`` (early
+    stopping), ``history`` (one record per epoch), ``norm`` (``[mean, std]`` of the targets by stage name),
+    ``checkpoint`` (the current ``ckpt-<n>`` folder), ``mlflow_run_id``, ``finished``, ``step_seconds`` (seconds
+    per step, by epoch) and ``logged`` (history records sent to MLflow).
+
+    Args:
+        run_dir: the run's directory; an existing ``state.json`` there is loaded.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / "state.json"
+        self.data: dict[str, Any] = {
+            "version": STATE_VERSION,
+            "stage": 0,
+            "epoch": 0,
+            "best": None,
+            "wait": 0,
+            "history": [],
+            "norm": {},
+            "checkpoint": None,
+            "mlflow_run_id": None,
+            "finished": False,
+            "step_seconds": [],
+            "logged": 0,
+        }
+        if self.path.exists():
+            self.data.update(json.loads(self.path.read_text()))
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+    def commit(self) -> None:
+        """Atomically replace ``state.json`` (the commit point of every checkpoint)."""
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1))
+        os.replace(tmp, self.path)
+
+    def checkpoint(self, model: keras.Model, optimizer: Any, best_improved: bool) -> None:
+        """Write weights, optimiser state and best weights to a new directory, then commit the state to it.
+
+        Args:
+            model: the model whose weights to keep.
+            optimizer: its optimiser (``None``, or not built: no optimiser state is kept).
+            best_improved: this epoch is the best so far (else the previous best weights are kept).
+        """
+        old = self.data["checkpoint"]
+        n = int(old.rsplit("-", 1)[1]) + 1 if old else 0
+        new = self.run_dir / f"ckpt-{n}"
+        if new.exists():
+            shutil.rmtree(new)
+        new.mkdir(parents=True)
+        model.save_weights(new / "weights.weights.h5")
+        if optimizer is not None and optimizer.built:
+            np.savez(new / "optimizer.npz", *[keras.ops.convert_to_numpy(v) for v in optimizer.variables])
+        if best_improved:
+            model.save_weights(new / "best.weights.h5")
+        elif old and (self.run_dir / old / "best.weights.h5").exists():
+            os.link(self.run_dir / old / "best.weights.h5", new / "best.weights.h5")
+        self.data["checkpoint"] = new.name
+        self.commit()
+        if old and (self.run_dir / old).exists():
+            shutil.rmtree(self.run_dir / old)
+
+    def file(self, name: str) -> Path | None:
+        """The file ``name`` of the committed checkpoint (``None`` when there is none or it lacks the file)."""
+        ckpt = self.data["checkpoint"]
+        path = self.run_dir / ckpt / name if ckpt else None
+        return path if path is not None and path.exists() else None
+
+
+def load_optimizer(optimizer: Any, model: keras.Model, path: Path) -> None:
+    """Build ``optimizer`` for ``model`` and set its variables from a checkpoint's ``optimizer.npz``.
+
+    Raises:
+        TrainingFailed: the file holds another number of variables than the optimiser.
+    """
+    optimizer.build(model.trainable_variables)
+    with np.load(path) as saved:
+        arrays = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    if len(arrays) != len(optimizer.variables):
+        raise TrainingFailed(
+            f"checkpoint {path} does not match the optimiser ({len(arrays)} vs {len(optimizer.variables)})"
+        )
+    for var, value in zip(optimizer.variables, arrays, strict=True):
+        var.assign(value)
+
+
+def save_stage_start(model: keras.Model, path: Path) -> None:
+    """The weights a stage starts from, as ``.npz`` (atomic rename; no optimizer state)."""
+    tmp = path.with_name(f"tmp-{path.name}")
+    with open(tmp, "wb") as f:
+        np.savez(f, *model.get_weights())
+    os.replace(tmp, path)
+
+
+def keep_previous(model: keras.Model, start: Path, keep: float) -> None:
+    """WiSE-FT: set ``model``'s weights to ``keep * start + (1 - keep) * current`` (floating-point variables; others,
+    such as seed-generator states, keep their current value).
+
+    Args:
+        model: the model at the end of its stage.
+        start: the stage's start weights (see :func:`save_stage_start`).
+        keep: the weight of the start weights, in ``[0, 1]``.
+    """
+    with np.load(start) as saved:
+        before = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    after = model.get_weights()
+    model.set_weights(
+        [
+            keep * b + (1 - keep) * a if np.issubdtype(a.dtype, np.floating) else a
+            for b, a in zip(before, after, strict=True)
+        ]
+    )
+
+
+def store_stage(target: Path, model: keras.Model, state: CheckpointState, name: str) -> None:
+    """Keep a finished (non-final) stage's weights for other runs with the same stage key (atomic rename).
+
+    Args:
+        target: the stage's cache folder, ``_stages/<stage key>``.
+        model: the model at the end of the stage.
+        state: the run's state (the stage's normalisation and its own, not reused, history are kept).
+        name: the stage's name.
+    """
+    if target.exists():
+        return
+    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save_weights(tmp / "weights.weights.h5")
+    history = [h for h in state["history"] if h["stage"] == name and "reused" not in h]
+    (tmp / "stage.json").write_text(json.dumps({"norm": state["norm"][name], "history": history}))
+    try:
+        os.rename(tmp, target)
+    except OSError:  # another process stored the same stage first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_stage(source: Path, model: keras.Model, state: CheckpointState, name: str) -> None:
+    """Take a cached stage (see :func:`store_stage`): load its weights into ``model``, and its normalisation and
+    history into ``state``, each history record marked ``reused`` with the stage key (``source``'s name)."""
+    model.load_weights(source / "weights.weights.h5")
+    saved = json.loads((source / "stage.json").read_text())
+    state["norm"][name] = saved["norm"]
+    state["history"].extend({**h, "reused": source.name} for h in saved["history"])

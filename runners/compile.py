@@ -1,0 +1,52 @@
+"""Compiling a model for one stage of a recipe: the loss, the optimiser with its per-step schedule, the metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from crmlab.runners.distribute import Distribution
+from crmlab.runners.metrics import PearsonR
+from crmlab.runners.recipe import Recipe, Stage
+from crmlab.runners.schedule import StageSchedule
+
+__all__ = ["compile_for_training", "loss_function"]
+
+
+def loss_function(recipe: Recipe) -> keras.losses.Loss:
+    """The recipe's training loss (Huber with its ``delta``, or mean squared error)."""
+    if recipe.loss.name == "huber":
+        return keras.losses.Huber(delta=recipe.loss.delta)
+    return keras.losses.MeanSquaredError()
+
+
+def compile_for_training(model: keras.Model, recipe: Recipe, stage: Stage, steps: int, dist: Distribution) -> Any:
+    """Compile ``model`` for ``stage`` of ``recipe`` (loss, optimiser, per-step schedule, metrics, XLA).
+
+    Args:
+        model: the model to compile (under ``dist``'s scope).
+        recipe: the recipe.
+        stage: the stage of ``recipe`` to train next.
+        steps: the number of optimiser steps per epoch.
+        dist: the distribution (its replica count scales the rate under ``lr_scaling: linear``).
+
+    Returns:
+        The optimiser.
+    """
+    scale = dist.replicas if recipe.lr_scaling == "linear" else 1
+    lr = StageSchedule(recipe.stage_schedule(stage).model_dump(), steps, recipe.stage_epochs(stage), scale)
+    kwargs: dict[str, Any] = {"learning_rate": lr}
+    if recipe.clipnorm:
+        kwargs["clipnorm"] = recipe.clipnorm
+    if recipe.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(weight_decay=recipe.weight_decay, **kwargs)
+    else:
+        optimizer = keras.optimizers.Adam(**kwargs)
+    model.compile(
+        optimizer=optimizer,
+        loss=loss_function(recipe),
+        metrics=[keras.metrics.R2Score(name="r2"), PearsonR(), keras.metrics.MeanSquaredError(name="mse")],
+        jit_compile=recipe.jit_compile,
+    )
+    return optimizer

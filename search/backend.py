@@ -1,0 +1,75 @@
+"""The interface every search backend implements (Optuna, KerasTuner), and the options ``crmlab search`` gives it.
+
+A backend trains canonical CRMnet once, then its trials (:func:`crmlab.search.trial.run_trial`), and returns the
+leaderboard rows and canonical's record (:class:`SearchRun`); :meth:`SearchBackend.summary` is the epilogue common to
+all backends (leaderboard and parameter importances). Backends are chosen by name from
+:data:`crmlab.search.backends.BACKENDS`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crmlab.search.leaderboard import TrialRow, importances_text, leaderboard_text
+from crmlab.search.search import Search
+
+__all__ = ["SearchBackend", "SearchOptions", "SearchRun"]
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How to run a search, whatever the backend.
+
+    Attributes:
+        tracking_uri: MLflow tracking URI.
+        mlflow: log the search (parent run) and its trials (child runs) to MLflow.
+        storage: Optuna storage URL (``None``: SQLite in the runs folder).
+        workers: local worker processes.
+        progress: called with each progress line.
+    """
+
+    tracking_uri: str | None = None
+    mlflow: bool = True
+    storage: str | None = None
+    workers: int = 1
+    progress: Callable[[str], None] = print
+
+
+@dataclass
+class SearchRun:
+    """What a backend's search gave: the leaderboard rows, canonical's record (``value``, ``tests`` metrics,
+    ``run_key``) and the backend's own state (an Optuna study, a KerasTuner tuner)."""
+
+    rows: list[TrialRow]
+    canonical: dict[str, Any]
+    state: Any
+
+
+class SearchBackend(ABC):
+    """A search backend: checks its options, runs a search, and weighs the parameters of its trials."""
+
+    @abstractmethod
+    def check_options(self, options: SearchOptions) -> None:
+        """Reject options this backend cannot honour, before anything is loaded or written."""
+
+    @abstractmethod
+    def connect(self, search: Search, runs_dir: Path, options: SearchOptions) -> None:
+        """Reach any server the search needs now, so an unusable one is reported before training."""
+
+    @abstractmethod
+    def run(self, search: Search, runs_dir: Path, options: SearchOptions) -> SearchRun:
+        """Canonical first, then the trials (resuming an earlier invocation's); returns the rows and canonical."""
+
+    @abstractmethod
+    def importances(self, search: Search, run: SearchRun) -> dict[str, float]:
+        """fANOVA importances of the parameters over the complete trials (``{}`` when too few)."""
+
+    def summary(self, search: Search, run: SearchRun) -> str:
+        """The leaderboard (canonical's objective for reference) and the parameter importances, as text."""
+        objective = search.doc.objective
+        board = leaderboard_text(run.rows, objective.metric, objective.direction, run.canonical["value"])
+        return f"{board}\n{importances_text(self.importances(search, run))}"

@@ -1,0 +1,87 @@
+"""A search's results as text and on its MLflow parent run: the leaderboard, the parameter importances and the
+summary metrics (canonical, best trial, trial counts)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from crmlab.runners.tracking import Tracker
+
+__all__ = ["TrialRow", "best_row", "importances_text", "leaderboard_text", "log_summary", "short_value"]
+
+
+@dataclass
+class TrialRow:
+    """One line of the leaderboard."""
+
+    number: int
+    state: str
+    value: float | None
+    params: dict[str, Any]
+    epochs: int = 0
+    deltas: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
+def best_row(rows: Sequence[TrialRow], direction: str) -> TrialRow | None:
+    """The complete trial with the best objective in ``direction`` (the first of equals), or ``None``."""
+    done = [r for r in rows if r.state == "complete" and r.value is not None]
+    if not done:
+        return None
+    sign = 1 if direction == "maximize" else -1
+    return max(done, key=lambda r: sign * r.value)  # type: ignore[operator]
+
+
+def short_value(value: Any) -> str:
+    """A parameter value for a one-line listing: floats to 3 significant digits."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def leaderboard_text(
+    rows: Sequence[TrialRow], metric: str, direction: str, canonical: float | None, top: int = 10
+) -> str:
+    """The best ``top`` trials (complete first, by objective), with canonical's value for reference."""
+    scored = [r for r in rows if r.state == "complete" and r.value is not None]
+    scored.sort(key=lambda r: r.value if direction == "minimize" else -r.value)  # type: ignore[operator]
+    counts = {s: sum(r.state == s for r in rows) for s in ("complete", "pruned", "failed")}
+    lines = [
+        f"trials: {len(rows)} ({counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed)"
+        + (f"; canonical {metric} = {canonical:.4f}" if canonical is not None else "")
+    ]
+    header = f"{'#':>4} {'trial':>6} {metric:>14} {'vs canonical':>13} {'epochs':>6}  params"
+    lines.append(header)
+    for i, r in enumerate(scored[:top], start=1):
+        delta = f"{r.value - canonical:+.4f}" if canonical is not None and r.value is not None else ""
+        params = ", ".join(f"{k}={short_value(v)}" for k, v in r.params.items())
+        lines.append(f"{i:>4} {r.number:>6} {r.value:>14.4f} {delta:>13} {r.epochs:>6}  {params}")
+    for r in rows:
+        if r.state == "failed":
+            lines.append(f"failed trial {r.number}: {r.reason}")
+    return "\n".join(lines)
+
+
+def importances_text(importances: Mapping[str, float]) -> str:
+    """Parameter importances (fANOVA, summing to 1) as a bar per parameter."""
+    if not importances:
+        return "parameter importances: not enough complete trials with shared parameters"
+    width = max(len(k) for k in importances)
+    return "parameter importances (fANOVA):\n" + "\n".join(
+        f"  {k:<{width}} {v:6.3f} {'#' * round(v * 40)}" for k, v in importances.items()
+    )
+
+
+def log_summary(
+    tracker: Tracker, metric: str, direction: str, rows: Sequence[TrialRow], canonical: Mapping[str, Any]
+) -> None:
+    """Log canonical's and the best trial's objective and the trial counts on the search's parent run; tag the best
+    trial (``crmlab.best_trial``)."""
+    metrics = {f"canonical.{metric}": canonical["value"]}
+    best = best_row(rows, direction)
+    if best is not None:
+        metrics[f"best.{metric}"] = best.value
+        tracker.set_tags({"crmlab.best_trial": str(best.number)})
+    tracker.log_metrics(
+        {**metrics, **{f"trials.{s}": sum(r.state == s for r in rows) for s in ("complete", "pruned", "failed")}}
+    )

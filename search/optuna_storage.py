@@ -1,0 +1,69 @@
+"""Optuna storages of ``crmlab search`` (``--storage``): an SQLite file in the runs folder by default, or a
+PostgreSQL / MySQL server for workers on several machines; heartbeats fail (and retry) the trials of dead workers."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+from crmlab.registry.errors import CrmlabError
+from crmlab.search.search import Search
+
+__all__ = ["check_storage_url", "default_storage", "open_storage"]
+
+
+def default_storage(runs_dir: Path) -> str:
+    return f"sqlite:///{runs_dir.resolve() / 'optuna.db'}"
+
+
+def check_storage_url(url: str | None) -> str:
+    """The scheme of a ``--storage`` URL, checked without connecting or writing (an SQLite file's folder must be
+    writable); ``None`` is the default SQLite file in the (checked) runs folder."""
+    if url is None:
+        return "sqlite"
+    scheme = url.split(":", 1)[0].split("+", 1)[0] if ":" in url else ""
+    if scheme not in ("sqlite", "postgresql", "mysql"):
+        raise CrmlabError(f"--storage: {url!r}: use sqlite:///PATH, postgresql://USER@HOST:PORT/DB or mysql://...")
+    if scheme == "sqlite" and url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        folder = Path(url.removeprefix("sqlite:///")).absolute().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise CrmlabError(f"--storage: cannot use {url}: {folder} is not a writable folder")
+    return scheme
+
+
+def open_storage(url: str | None, runs_dir: Path, search: Search) -> RDBStorage:
+    """An Optuna RDB storage with heartbeats and failed-trial retry; a URL that cannot be used is ``--storage: ...``.
+
+    Nothing is written for a bad URL: the connection is made (and the schema created) by the first request.
+    """
+    hb = search.doc.optuna.heartbeat
+    scheme = check_storage_url(url)
+    if url is None:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        url = default_storage(runs_dir)
+    if scheme == "sqlite":
+        engine: dict[str, Any] = {"connect_args": {"timeout": 60}}
+    elif scheme == "postgresql":
+        engine = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+    else:
+        engine = {"pool_pre_ping": True}
+    try:
+        with warnings.catch_warnings():  # heartbeats and the retry callback are "experimental" since Optuna 2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=hb.interval,
+                grace_period=hb.grace,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=hb.max_retry),
+            )
+    except Exception as exc:  # driver missing, host unreachable, bad credentials, bad path
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, ModuleNotFoundError):
+            first += " (PostgreSQL needs a driver: pip install 'crmlab[postgres]')"
+        raise CrmlabError(f"--storage: cannot use {url}: {first}") from None

@@ -1,0 +1,23 @@
+"""Run and stage keys are pinned: they name run directories and the stage cache, so a change would orphan every
+finished run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from crmlab.runners.runkey import data_hashes, digest, run_key, stage_keys
+from crmlab.runners.study import load_train_study
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "tests" / "fixtures" / "studies" / "tiny_train.yaml"
+
+
+def test_digest_is_a_short_sha256_of_sorted_json() -> None:
+    assert digest(1, "a", {"b": 2}) == "eb4b70e506de0c86"
+
+
+def test_the_tiny_train_studys_run_and_stage_keys_are_unchanged() -> None:
+    loaded = load_train_study(TINY)
+    recipe = loaded.study.recipe
+    assert run_key(loaded.graph, recipe, data_hashes(loaded.datasets, loaded.tests)) == "97c3b5a7420ffb62"
+    assert stage_keys(loaded.graph, recipe, loaded.datasets, 1) == ["8673dcfa07c4a66f", "7872df750c59b451"]

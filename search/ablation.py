@@ -45,6 +45,7 @@ from crmlab.runners.study import (
 from crmlab.search.report import REFERENCE, compare, log_comparison, write_all
 
 __all__ = [
+    "ANALYSIS_FIELDS",
     "REFERENCE",
     "Ablation",
     "AblationDoc",
@@ -65,6 +66,17 @@ class AblationDoc(StudyDoc):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     leave_one_out: list[str] = Field(default_factory=list)
     variants: dict[str, Any] = Field(default_factory=dict)
+    metric: Literal["pearson_r", "spearman_rho", "r2"] = "pearson_r"
+    """The primary metric: verdicts are read from the delta of this metric."""
+    min_effect: float = Field(0.01, gt=0, lt=1)
+    """The smallest delta of the primary metric worth reporting; ``equivalent`` means inside +-min_effect."""
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    """Family-wise error rate of the verdicts of each test set (Holm across variants)."""
+
+
+#: Fields of the study document that only change how finished runs are compared, not which runs exist: they stay out
+#: of the study key, so changing them re-reads the same parent MLflow run and runs.
+ANALYSIS_FIELDS = frozenset({"metric", "min_effect", "alpha"})
 
 
 @dataclass
@@ -93,7 +105,7 @@ class Ablation:
 
     @property
     def key(self) -> str:
-        return digest(self.doc.model_dump(mode="json"))
+        return digest(self.doc.model_dump(mode="json", exclude=set(ANALYSIS_FIELDS)))
 
     def variant(self, name: str) -> Variant:
         return next(v for v in self.variants if v.name == name)

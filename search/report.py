@@ -1,16 +1,21 @@
-"""Comparison of an ablation against canonical CRMnet: terminal table, ``report.md``, plots, MLflow parent run."""
+"""Comparison of an ablation against canonical CRMnet: per-variant deltas and verdicts, the terminal table,
+``report.md`` with ``comparison.csv`` and ``per_seed.csv``, and the MLflow parent run's metrics and verdict tags.
+
+The statistics are :mod:`crmlab.search.stats` (seed as the unit of replication, test-set sampling added) and
+:mod:`crmlab.search.verdicts` (Holm across the variants of a test set, helps / hurts / equivalent / undecided);
+:func:`method_text` says the same in the report.
+"""
 
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from crmlab.search.stats import Delta, holm, mean_sd, paired_delta
+from crmlab.search.report_plots import bar_plots, scatter_plots
+from crmlab.search.stats import SeedDelta, format_p, holm, mean_sd, seed_delta
+from crmlab.search.verdicts import Decision, decide
 
 __all__ = [
     "LABELS",
@@ -19,7 +24,8 @@ __all__ = [
     "Row",
     "compare",
     "log_comparison",
-    "scatter_plots",
+    "method_text",
+    "notes",
     "table_text",
     "write_all",
     "write_report",
@@ -33,187 +39,231 @@ LABELS = {"pearson_r": "Pearson r", "spearman_rho": "Spearman rho", "r2": "R2"}
 
 @dataclass
 class Row:
-    """One variant on one test set: mean/sd per metric over seeds and the delta vs canonical per metric."""
+    """One variant on one test set: its metrics over seeds and its delta vs canonical.
+
+    Attributes:
+        variant: the variant's name.
+        test_set: the test set's name.
+        seeds: the seeds, in order (per-seed values follow this order).
+        mean: mean over seeds per metric.
+        sd: sample sd over seeds per metric.
+        per_seed: the metric's value for each seed, per metric.
+        delta: the paired delta vs canonical per metric (``None`` for canonical).
+        p_holm: Holm-adjusted p-value per metric across the variants of the test set (``None`` for canonical).
+        decision: the verdict on the study's primary metric (``None`` for canonical).
+    """
 
     variant: str
     test_set: str
-    seeds: int
+    seeds: list[int]
     mean: dict[str, float]
     sd: dict[str, float]
-    delta: dict[str, Delta | None]
+    per_seed: dict[str, list[float]]
+    delta: dict[str, SeedDelta | None]
+    p_holm: dict[str, float | None]
+    decision: Decision | None
 
 
 def compare(ablation: Any, results: dict[tuple[str, int], Any], replicates: int = 2000) -> list[Row]:
-    """Rows for every variant x test set; deltas are paired by seed and Holm-corrected across variants."""
-    seeds = ablation.doc.seeds
+    """Rows for every variant x test set, with deltas paired by seed, Holm across variants and verdicts.
+
+    Pearson r and R^2 take their test-set variance from the delta method, Spearman rho from ``replicates`` paired
+    bootstrap resamples of the test sequences (see :mod:`crmlab.search.stats`). Verdicts use the study's ``metric``,
+    ``min_effect`` and ``alpha`` (:mod:`crmlab.search.verdicts`).
+    """
+    doc = ablation.doc
+    seeds = list(doc.seeds)
     rows = []
     for test_name, test in ablation.tests.items():
         group = []
+        canonical = [results[(REFERENCE, s)].predictions[test_name] for s in seeds]
         for v in ablation.variants:
             runs = [results[(v.name, s)] for s in seeds]
-            mean, sd, delta = {}, {}, {}
+            per_seed = {m: [float(r.test_metrics[test_name][m]) for r in runs] for m in METRICS}
+            mean: dict[str, float] = {}
+            sd: dict[str, float] = {}
+            delta: dict[str, SeedDelta | None] = {}
             for m in METRICS:
-                mean[m], sd[m] = mean_sd([r.test_metrics[test_name][m] for r in runs])
+                mean[m], sd[m] = mean_sd(per_seed[m])
                 delta[m] = None
                 if v.name != REFERENCE:
-                    delta[m] = paired_delta(
+                    delta[m] = seed_delta(
                         test.values,
-                        [results[(REFERENCE, s)].predictions[test_name] for s in seeds],
+                        canonical,
                         [r.predictions[test_name] for r in runs],
                         metric=m,
+                        test_variance="bootstrap" if m == "spearman_rho" else "influence",
                         replicates=replicates,
                     )
-            group.append(Row(v.name, test_name, len(seeds), mean, sd, delta))
+            group.append(Row(v.name, test_name, seeds, mean, sd, per_seed, delta, dict.fromkeys(METRICS), None))
+        tested = [r for r in group if r.variant != REFERENCE]
         for m in METRICS:
-            tested = [r for r in group if r.delta[m] is not None]
-            for r, p in zip(tested, holm([r.delta[m].p_value for r in tested]), strict=True):
-                d = r.delta[m]
-                r.delta[m] = Delta(d.delta, d.ci_low, d.ci_high, d.p_value, p)
+            p_values = [_p(r.delta[m]) for r in tested]
+            for r, p in zip(tested, holm(p_values), strict=True):
+                r.p_holm[m] = p
+        decisions = decide({r.variant: r.delta[doc.metric] for r in tested}, doc.alpha, min_effect=doc.min_effect)
+        for r in tested:
+            r.decision = decisions[r.variant]
         rows.extend(group)
     return rows
 
 
-def _fmt_delta(d: Delta | None) -> str:
-    if d is None:
-        return "reference"
-    return f"{d.delta:+.4f} [{d.ci_low:+.4f}, {d.ci_high:+.4f}] p={d.p_adjusted:.3g}"
+def _p(d: SeedDelta | None) -> float:
+    """The p-value entering Holm: 1 for a single seed (training noise not estimated, nothing to reject)."""
+    return d.p_value if d is not None and d.training_noise_estimated else 1.0
 
 
-def table_text(rows: list[Row]) -> str:
-    """The comparison as a fixed-width terminal table."""
-    head = ["variant", "test set", "Pearson r", "Spearman rho", "R2", "delta r vs canonical [95% CI] p(Holm)"]
-    body = [
-        [
-            r.variant,
-            r.test_set,
-            *(f"{r.mean[m]:.4f} ± {r.sd[m]:.4f}" for m in METRICS),
-            _fmt_delta(r.delta["pearson_r"]),
-        ]
-        for r in rows
-    ]
+def _cells(r: Row, metric: str) -> list[str]:
+    """Delta, the interval the verdict reads, Holm p and verdict of ``r`` on ``metric``."""
+    d = r.delta[metric]
+    if d is None or r.decision is None:
+        return ["reference", "", "", ""]
+    low, high = r.decision.interval
+    p = r.p_holm[metric]
+    return [f"{d.delta:+.4f}", f"[{low:+.4f}, {high:+.4f}]", format_p(1.0 if p is None else p), r.decision.verdict]
+
+
+def notes(rows: list[Row]) -> list[str]:
+    """Caveats the table must carry (a single seed)."""
+    if rows and len(rows[0].seeds) == 1:
+        return ["one seed: training noise is not estimated; the interval covers test-set sampling only, no verdicts"]
+    return []
+
+
+def table_text(rows: list[Row], metric: str = "pearson_r") -> str:
+    """The comparison as a fixed-width terminal table; delta, interval and verdict are on ``metric``.
+
+    The interval is the one the verdict reads: at the variant's Holm-adjusted level (see :func:`method_text`).
+    """
+    head = ["variant", "test set", "seeds", *(LABELS[m] for m in METRICS)]
+    head += [f"delta {LABELS[metric]}", "CI (Holm level)", "p (Holm)", "verdict"]
+    means = {id(r): [f"{r.mean[m]:.4f} ± {r.sd[m]:.4f}" for m in METRICS] for r in rows}
+    body = [[r.variant, r.test_set, str(len(r.seeds)), *means[id(r)], *_cells(r, metric)] for r in rows]
     widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in [head, *body]]
-    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], *(f"note: {n}" for n in notes(rows))])
+
+
+def method_text(ablation: Any) -> str:
+    """How deltas, intervals, p-values and verdicts are computed, as ``report.md`` states it."""
+    doc = ablation.doc
+    return (
+        "Deltas are variant minus canonical, paired by seed (a seed fixes both runs' data split and initialisation"
+        " stream), and the seed is the unit of replication. A delta's standard error combines the between-seed"
+        " variance of the per-seed deltas with the test-set sampling variance (delta method for Pearson r and R2,"
+        " paired bootstrap of the test sequences for Spearman rho); intervals and p-values are Student-t with"
+        " Welch-Satterthwaite degrees of freedom (Bouthillier et al. 2021). p is Holm-adjusted across the variants of"
+        " each test set; p below 0.001 prints as < 0.001."
+        f" Verdicts on {LABELS[doc.metric]}, family level alpha = {doc.alpha}, min_effect = {doc.min_effect}:"
+        " helps / hurts when the interval at the variant's Holm-adjusted level (the CI shown) lies above / below 0;"
+        " equivalent when the (1 - 2 alpha) interval at that level lies inside +-min_effect (two one-sided tests);"
+        " undecided otherwise. With a handful of seeds equivalence at a small min_effect is rarely reachable, and"
+        " undecided is then the honest answer (crmlab.search.stats, crmlab.search.verdicts)."
+    )
+
+
+def _write_comparison_csv(rows: list[Row], path: Path) -> None:
+    parts = ("value", "se_seed", "se_test", "df", "ci95_low", "ci95_high", "p", "p_holm")
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        summary = [f"{m}_{k}" for m in METRICS for k in ("mean", "sd")]
+        w.writerow(["variant", "test_set", "seeds", *summary, *(f"delta_{m}_{k}" for m in METRICS for k in parts)])
+        for r in rows:
+            cells: list[Any] = [
+                r.variant,
+                r.test_set,
+                len(r.seeds),
+                *(x for m in METRICS for x in (r.mean[m], r.sd[m])),
+            ]
+            for m in METRICS:
+                d = r.delta[m]
+                if d is None:
+                    cells += [""] * len(parts)
+                else:
+                    cells += [d.delta, d.se_seed, d.se_test, d.df, *d.interval(0.95), d.p_value, r.p_holm[m]]
+            w.writerow(cells)
+
+
+def _write_verdicts_csv(rows: list[Row], path: Path, metric: str) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["variant", "test_set", "seeds", "metric", "delta", "level", "ci_low", "ci_high", "verdict"])
+        for r in rows:
+            d, dec = r.delta[metric], r.decision
+            if d is not None and dec is not None:
+                w.writerow(
+                    [r.variant, r.test_set, len(r.seeds), metric, d.delta, dec.alpha, *dec.interval, dec.verdict]
+                )
+
+
+def _write_per_seed_csv(rows: list[Row], path: Path, metric: str) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["variant", "test_set", "seed", *METRICS, f"delta_{metric}"])
+        for r in rows:
+            d = r.delta[metric]
+            for i, seed in enumerate(r.seeds):
+                delta = d.per_seed[i] if d is not None else ""
+                w.writerow([r.variant, r.test_set, seed, *(r.per_seed[m][i] for m in METRICS), delta])
 
 
 def write_report(ablation: Any, rows: list[Row], out: Path) -> list[Path]:
-    """``report.md``, ``comparison.csv`` and the plots in ``out``; returns the files written."""
+    """``report.md``, ``comparison.csv``, ``verdicts.csv``, ``per_seed.csv`` and the bar plots in ``out``.
+
+    Returns:
+        The files written, ``report.md`` first.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    csv_path = out / "comparison.csv"
-    with open(csv_path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        summary = [f"{m}_{k}" for m in METRICS for k in ("mean", "sd")]
-        deltas_head = [f"delta_{m}_{k}" for m in METRICS for k in ("value", "ci_low", "ci_high", "p", "p_holm")]
-        w.writerow(["variant", "test_set", "seeds", *summary, *deltas_head])
-        for r in rows:
-            deltas = []
-            for m in METRICS:
-                d = r.delta[m]
-                deltas += [d.delta, d.ci_low, d.ci_high, d.p_value, d.p_adjusted] if d else [""] * 5
-            w.writerow([r.variant, r.test_set, r.seeds, *[x for m in METRICS for x in (r.mean[m], r.sd[m])], *deltas])
-    plots = _plots(ablation, rows, out)
-    lines = [
-        f"# Ablation: {ablation.doc.name}",
-        "",
-        ablation.doc.description,
-        "",
-        f"Seeds: {', '.join(map(str, ablation.doc.seeds))}. Deltas are variant minus canonical, paired by seed; the 95%"
-        " confidence interval bootstraps the test sequences (2,000 resamples, shared across seeds and models); p is"
-        " the two-sided bootstrap p-value, Holm-corrected across the variants of each test set and metric.",
-        "",
-        "| variant | parameters | test set | Pearson r | Spearman rho | R2 | delta r [95% CI] | p (Holm) |",
-        "|---|---:|---|---|---|---|---|---:|",
+    metric = ablation.doc.metric
+    files = [out / "comparison.csv", out / "verdicts.csv", out / "per_seed.csv"]
+    _write_comparison_csv(rows, files[0])
+    _write_verdicts_csv(rows, files[1], metric)
+    _write_per_seed_csv(rows, files[2], metric)
+    plots = bar_plots(ablation, rows, out)
+    label = LABELS[metric]
+    lines = [f"# Ablation: {ablation.doc.name}", "", ablation.doc.description, ""]
+    lines += [f"Seeds: {', '.join(map(str, ablation.doc.seeds))}. {method_text(ablation)}", ""]
+    lines += [*(f"**Note:** {n}" for n in notes(rows)), ""]
+    lines += [
+        f"| variant | parameters | test set | seeds | Pearson r | Spearman rho | R2 | delta {label} | CI (Holm level)"
+        " | p (Holm) | verdict |",
+        "|---|---:|---|---:|---|---|---|---:|---|---:|---|",
     ]
     params = {v.name: v.parameters for v in ablation.variants}
     for r in rows:
-        d = r.delta["pearson_r"]
-        ci = f"{d.delta:+.4f} [{d.ci_low:+.4f}, {d.ci_high:+.4f}]" if d else "reference"
-        p = f"{d.p_adjusted:.3g}" if d else ""
         stats = " | ".join(f"{r.mean[m]:.4f} ± {r.sd[m]:.4f}" for m in METRICS)
-        lines.append(f"| {r.variant} | {params.get(r.variant, 0):,} | {r.test_set} | {stats} | {ci} | {p} |")
-    lines += ["", *[f"![{p.stem}]({p.name})" for p in plots], ""]
+        tail = " | ".join(_cells(r, metric))
+        lines.append(
+            f"| {r.variant} | {params.get(r.variant, 0):,} | {r.test_set} | {len(r.seeds)} | {stats} | {tail} |"
+        )
+    lines += ["", "Per-seed values: `per_seed.csv`; every metric's delta and interval: `comparison.csv`.", ""]
+    lines += [*(f"![{p.stem}]({p.name})" for p in plots), ""]
     report = out / "report.md"
     report.write_text("\n".join(lines))
-    return [report, csv_path, *plots]
-
-
-def _plots(ablation: Any, rows: list[Row], out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    names = [v.name for v in ablation.variants]
-    for test_name in ablation.tests:
-        sub = {r.variant: r for r in rows if r.test_set == test_name}
-        fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(names), 3.6))
-        means = [sub[n].mean["pearson_r"] for n in names]
-        sds = [sub[n].sd["pearson_r"] for n in names]
-        colors = ["#4c72b0" if n == REFERENCE else "#a0a0a0" for n in names]
-        ax.bar(names, means, yerr=sds, color=colors, capsize=4)
-        for i, n in enumerate(names):
-            d = sub[n].delta["pearson_r"]
-            if d is not None:
-                mark = "*" if d.p_adjusted < 0.05 else "n.s."
-                ax.text(i, means[i] + sds[i] + 0.01, f"{d.delta:+.3f}\n{mark}", ha="center", va="bottom", fontsize=7)
-        low = min(m - s for m, s in zip(means, sds, strict=True))
-        ax.set_ylim(max(0.0, low - 0.1), min(1.0, max(means) + 0.12))
-        ax.set_ylabel("Pearson r (mean ± sd over seeds)")
-        ax.set_title(test_name, fontsize=9)
-        ax.tick_params(axis="x", rotation=30, labelsize=8)
-        fig.tight_layout()
-        path = out / f"bars_{test_name}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
-    return paths
-
-
-def scatter_plots(ablation: Any, results: dict[tuple[str, Any], Any], out: Path) -> list[Path]:
-    """Canonical vs each variant's predictions (first seed, first test set)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    seed, test_name = ablation.doc.seeds[0], next(iter(ablation.tests))
-    ref = results[(REFERENCE, seed)].predictions[test_name]
-    others = [v.name for v in ablation.variants if v.name != REFERENCE]
-    if not others:
-        return []
-    cols = min(3, len(others))
-    rows_n = math.ceil(len(others) / cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(3.2 * cols, 3.0 * rows_n), squeeze=False)
-    for ax, name in zip(axes.ravel(), others, strict=False):
-        pred = results[(name, seed)].predictions[test_name]
-        ax.hexbin(ref, pred, gridsize=35, mincnt=1, cmap="viridis")
-        r = float(np.corrcoef(ref, pred)[0, 1])
-        ax.set(xlabel="canonical prediction", ylabel=f"{name} prediction", title=f"r = {r:.3f}")
-    for ax in axes.ravel()[len(others) :]:
-        ax.axis("off")
-    fig.suptitle(f"{test_name}, seed {seed}", fontsize=9)
-    fig.tight_layout()
-    path = out / "scatter_canonical_vs_variants.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [report, *files, *plots]
 
 
 def write_all(ablation: Any, rows: list[Row], results: dict, runs_dir: Path) -> list[Path]:
-    """Report, table and plots in ``RUNS_DIR/_studies/NAME-KEY/``; ``report.md`` first."""
+    """Report, tables and plots in ``RUNS_DIR/_studies/NAME-KEY/``; ``report.md`` first."""
     out = runs_dir / "_studies" / f"{ablation.doc.name}-{ablation.key}"
-    return write_report(ablation, rows, out) + scatter_plots(ablation, results, out)
+    return write_report(ablation, rows, out) + scatter_plots(ablation, results, out, REFERENCE)
 
 
 def log_comparison(rows: list[Row], files: list[Path], tracker: Any) -> None:
-    """Log the comparison files and per-variant metrics (means and deltas) on the study's parent run."""
-    metrics = {}
+    """Log the comparison files, per-variant metrics (means, deltas, Holm p) and verdict tags on the parent run."""
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
     for r in rows:
         for m in METRICS:
             metrics[f"{r.variant}.{r.test_set}.{m}"] = r.mean[m]
-            if r.delta[m] is not None:
-                metrics[f"{r.variant}.{r.test_set}.delta_{m}"] = r.delta[m].delta
+            d, p = r.delta[m], r.p_holm[m]
+            if d is not None and p is not None:
+                metrics[f"{r.variant}.{r.test_set}.delta_{m}"] = d.delta
+                metrics[f"{r.variant}.{r.test_set}.p_holm_{m}"] = p
+        if r.decision is not None:
+            tags[f"crmlab.verdict.{r.variant}.{r.test_set}"] = r.decision.verdict
     tracker.log_metrics(metrics)
+    if tags:
+        tracker.set_tags(tags)
     for f in files:
         tracker.log_artifact(f)

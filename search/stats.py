@@ -46,13 +46,11 @@ from scipy import special, stats
 __all__ = [
     "METRICS",
     "SEED_BOUND_LEVEL",
-    "Delta",
     "SeedDelta",
     "format_p",
     "holm",
     "holm_levels",
     "mean_sd",
-    "paired_delta",
     "seed_delta",
 ]
 
@@ -225,36 +223,6 @@ def seed_delta(
         p_value=p,
         n_seeds=k,
     )
-
-
-@dataclass(frozen=True)
-class Delta:
-    """A delta reduced to its 95% interval and p-values: the row format of the ablation report's table."""
-
-    delta: float
-    ci_low: float
-    ci_high: float
-    p_value: float
-    p_adjusted: float = float("nan")
-
-
-def paired_delta(
-    measured: np.ndarray,
-    canonical: Sequence[np.ndarray],
-    variant: Sequence[np.ndarray],
-    metric: str = "pearson_r",
-    replicates: int = 2000,
-    seed: int = 0,
-    chunk: int = 250,
-) -> Delta:
-    """:func:`seed_delta` (bootstrap test-set variance) reduced to a :class:`Delta` with its 95% interval.
-
-    Returns:
-        The :class:`Delta` (``p_adjusted`` is filled in by the caller from :func:`holm`).
-    """
-    d = seed_delta(measured, canonical, variant, metric, "bootstrap", replicates, seed, chunk)
-    low, high = d.interval(0.95)
-    return Delta(d.delta, low, high, d.p_value)
 
 
 def format_p(p: float) -> str:

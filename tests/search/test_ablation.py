@@ -69,9 +69,12 @@ def test_run_compare_and_rerun_skips_finished_runs(tmp_path: Path) -> None:
     results, rows, report = run_ablation(ablation, runs, f"sqlite:///{db}", progress=lambda _: None)
     assert set(results) == {(v, s) for v in (REFERENCE, "no_transformer") for s in (0, 1)}
     row = next(r for r in rows if r.variant == "no_transformer")
-    d = row.delta["pearson_r"]
-    assert d.ci_low <= d.delta <= d.ci_high and 0 < d.p_adjusted <= 1
+    d, decision = row.delta["pearson_r"], row.decision
+    low, high = decision.interval
+    assert low <= d.delta <= high and 0 < row.p_holm["pearson_r"] <= 1 and d.n_seeds == 2
+    assert decision.verdict in ("helps", "hurts", "equivalent", "undecided")
     assert report.exists() and "| no_transformer |" in report.read_text()
+    assert (report.parent / "per_seed.csv").exists() and (report.parent / "verdicts.csv").exists()
     assert (report.parent / "bars_native.png").exists()
 
     mtimes = {p: p.stat().st_mtime for p in runs.glob("*/result.json")}
@@ -97,6 +100,8 @@ def test_run_compare_and_rerun_skips_finished_runs(tmp_path: Path) -> None:
     no_t = next(c for c in children if c.data.tags["crmlab.variant"] == "no_transformer")
     assert int(no_t.data.tags["crmlab.parameter_delta"]) < 0 and "transformer: false" in no_t.data.tags["crmlab.patch"]
     assert "no_transformer.native.delta_pearson_r" in parents[0].data.metrics
+    assert "no_transformer.native.p_holm_pearson_r" in parents[0].data.metrics
+    assert parents[0].data.tags["crmlab.verdict.no_transformer.native"] in ("helps", "hurts", "equivalent", "undecided")
     state = json.loads(next((runs / "_studies").glob("*.json")).read_text())
     assert state["parent_run_id"] == parents[0].info.run_id
 

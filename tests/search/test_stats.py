@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from crmlab.search.stats import SeedDelta, format_p, holm, holm_levels, mean_sd, paired_delta, seed_delta
+from crmlab.search.stats import SeedDelta, format_p, holm, holm_levels, mean_sd, seed_delta
 from crmlab.search.verdicts import decide, decide_look, look_alpha, verdict
 
 
@@ -140,26 +140,6 @@ def test_bad_inputs_are_rejected() -> None:
         seed_delta(y, [y[:9]], [y[:9]])
 
 
-def test_paired_delta_is_the_95_percent_interval_of_seed_delta() -> None:
-    rng = np.random.default_rng(5)
-    y, *c = _models(rng, 500, [1.0, 1.0])
-    v = [a + 0.3 * rng.normal(size=500) for a in c]
-    d, full = paired_delta(y, c, v, replicates=300), seed_delta(y, c, v, replicates=300)
-    assert (d.ci_low, d.ci_high) == full.interval(0.95)
-    assert d.delta == full.delta and d.p_value == full.p_value and math.isnan(d.p_adjusted)
-
-
-@pytest.mark.parametrize(
-    ("delta", "se", "word"),
-    [
-        (0.05, 0.01, "helps"),
-        (-0.05, 0.01, "hurts"),
-        (0.001, 0.002, "equivalent"),
-        (0.005, 0.001, "equivalent"),  # significant but negligible: equivalence takes precedence
-        (0.0, 0.02, "undecided"),
-        (0.009, 0.003, "undecided"),  # neither clearly non-zero at this level nor inside the margin
-    ],
-)
 def test_verdicts(delta: float, se: float, word: str) -> None:
     d = verdict(_estimate(delta, se), 0.01, 0.01)
     assert d.verdict == word

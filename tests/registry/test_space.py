@@ -1,4 +1,8 @@
-"""Search spaces: typed parameters, conditions, targets, active values and the patch of a trial (Keras-free)."""
+"""Search spaces: typed parameters, conditions, targets, active values and the patch of a trial (Keras-free).
+
+One test module for :mod:`crmlab.registry.space`, over 400 lines because it mirrors that module's four parameter
+types, condition grammar and targets, with a table of error messages for each.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """The bad-input catalogue: one row per malformed input a user can hand ``crmlab``.
 
+It is long because it is a table (about 140 rows of data, a few lines each); split, a reader would have to look in
+several files to know whether an input is covered.
+
 A row names the command, what it breaks (``edits`` of dotted keys in the study, whole ``files`` written into the
 workspace, extra ``flags``) and the one stderr line the user must see: ``where`` is the line's start (a workspace-
 relative file and key path, or a flag) and ``message`` a substring of the rest. Workspace-relative files are written

@@ -19,17 +19,6 @@ SHIPPED = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Never touch ~/.cache: the default cache is a per-session temporary folder."""
-    monkeypatch.setenv("CRMLAB_CACHE", str(tmp_path_factory.getbasetemp() / "token-cache"))
-
-
-@pytest.fixture(scope="module")
-def dream() -> Dataset:
-    return load(DataSource(path=DREAM, group_column="cluster"), base_dir=DATA)
-
-
 # ---------------------------------------------------------------------------------------------- real data
 @pytest.mark.parametrize("name", list(SHIPPED))
 def test_reads_every_shipped_file(name: str) -> None:

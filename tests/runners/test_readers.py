@@ -15,12 +15,6 @@ from crmlab.runners.tokens import encode
 from tests.runners.data_helpers import DATA, DREAM, load_error, real_lines, two_columns, write
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Never touch ~/.cache: the default cache is a per-session temporary folder."""
-    monkeypatch.setenv("CRMLAB_CACHE", str(tmp_path_factory.getbasetemp() / "token-cache"))
-
-
 # ------------------------------------------------------------------------------------------------ reading
 def test_gzip_is_transparent_and_csv_reads_the_same(tmp_path: Path) -> None:
     name = "vaishnav_random_complex_2954.tsv"

@@ -8,21 +8,9 @@ import numpy as np
 import pytest
 
 from crmlab.registry.errors import SpecError
-from crmlab.runners.datasets import Dataset, load
-from crmlab.runners.sources import DataSource
+from crmlab.runners.datasets import Dataset
 from crmlab.runners.tokens import decode, encode
-from tests.runners.data_helpers import DATA, DREAM, real_lines
-
-
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Never touch ~/.cache: the default cache is a per-session temporary folder."""
-    monkeypatch.setenv("CRMLAB_CACHE", str(tmp_path_factory.getbasetemp() / "token-cache"))
-
-
-@pytest.fixture(scope="module")
-def dream() -> Dataset:
-    return load(DataSource(path=DREAM, group_column="cluster"), base_dir=DATA)
+from tests.runners.data_helpers import real_lines
 
 
 def test_encode_round_trip_pads_and_truncates() -> None:

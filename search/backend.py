@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crmlab.search.leaderboard import TrialRow, importances_text, leaderboard_text
+from crmlab.search.leaderboard import (
+    TrialRow,
+    complete_trials,
+    importances_text,
+    leaderboard_text,
+    too_few_trials_text,
+    trials_needed_for_importances,
+)
 from crmlab.search.search import Search
 
 __all__ = ["SearchBackend", "SearchOptions", "SearchRun"]
@@ -69,7 +76,11 @@ class SearchBackend(ABC):
         """fANOVA importances of the parameters over the complete trials (``{}`` when too few)."""
 
     def summary(self, search: Search, run: SearchRun) -> str:
-        """The leaderboard (canonical's objective for reference) and the parameter importances, as text."""
+        """The leaderboard (canonical's objective for reference) and the parameter importances, as text; with too
+        few complete trials (:func:`~crmlab.search.leaderboard.trials_needed_for_importances`) a line saying so."""
         objective = search.doc.objective
         board = leaderboard_text(run.rows, objective.metric, objective.direction, run.canonical["value"])
+        complete, needed = complete_trials(run.rows), trials_needed_for_importances(len(search.space))
+        if complete < needed:
+            return f"{board}\n{too_few_trials_text(complete, needed)}"
         return f"{board}\n{importances_text(self.importances(search, run))}"

@@ -9,7 +9,19 @@ from typing import Any
 
 from crmlab.runners.tracking import Tracker
 
-__all__ = ["TrialRow", "best_row", "importances_text", "leaderboard_text", "log_summary", "short_value"]
+__all__ = [
+    "MIN_TRIALS_FOR_IMPORTANCES",
+    "TRIALS_PER_PARAMETER",
+    "TrialRow",
+    "best_row",
+    "complete_trials",
+    "importances_text",
+    "leaderboard_text",
+    "log_summary",
+    "short_value",
+    "too_few_trials_text",
+    "trials_needed_for_importances",
+]
 
 
 @dataclass
@@ -62,6 +74,30 @@ def leaderboard_text(
     return "\n".join(lines)
 
 
+MIN_TRIALS_FOR_IMPORTANCES = 10
+"""Fewest complete trials before parameter importances are printed, whatever the number of parameters."""
+TRIALS_PER_PARAMETER = 3
+"""Complete trials needed per searched parameter before importances are printed."""
+
+
+def trials_needed_for_importances(parameters: int) -> int:
+    """Complete trials needed before fANOVA importances over ``parameters`` searched parameters mean anything.
+
+    fANOVA fits a random forest from the parameters to the objective and splits its variance by parameter. With a
+    handful of trials the forest sees one or two values of each parameter, and trial-to-trial training noise (seed
+    noise of the objective is of the same size as many parameter effects) decides which parameter gets the
+    variance. The threshold, ``max(10, 3 x parameters)``, gives the forest at least three trials per parameter and
+    ten in all, the fewest at which a parameter's effect can stand apart from one lucky trial; below it crmlab says
+    there are too few instead of printing numbers.
+    """
+    return max(MIN_TRIALS_FOR_IMPORTANCES, TRIALS_PER_PARAMETER * parameters)
+
+
+def complete_trials(rows: Sequence[TrialRow]) -> int:
+    """How many trials finished with an objective value."""
+    return sum(r.state == "complete" and r.value is not None for r in rows)
+
+
 def importances_text(importances: Mapping[str, float]) -> str:
     """Parameter importances (fANOVA, summing to 1) as a bar per parameter."""
     if not importances:
@@ -69,6 +105,14 @@ def importances_text(importances: Mapping[str, float]) -> str:
     width = max(len(k) for k in importances)
     return "parameter importances (fANOVA):\n" + "\n".join(
         f"  {k:<{width}} {v:6.3f} {'#' * round(v * 40)}" for k, v in importances.items()
+    )
+
+
+def too_few_trials_text(complete: int, needed: int) -> str:
+    """The line printed instead of importances when fewer than ``needed`` trials are complete."""
+    return (
+        f"parameter importances: too few complete trials to tell parameters apart ({complete}; at least {needed}:"
+        f" max({MIN_TRIALS_FOR_IMPORTANCES}, {TRIALS_PER_PARAMETER} per searched parameter))"
     )
 
 

@@ -71,7 +71,7 @@ class EpochControl(keras.callbacks.Callback):
         super().__init__()
         self.stage, self.batches, self.state, self.tracker, self.hook = stage, batches, state, tracker, hook
         self.es = recipe.stage_early_stopping(stage)
-        self.seed, self.index = recipe.seed, index
+        self.seed, self.index = recipe.stream_seed, index
         self.started = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:

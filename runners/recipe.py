@@ -134,9 +134,14 @@ class Recipe(Strict):
     ``reverse_complement`` replaces a random half of every training batch by its reverse complement;
     ``average_reverse_complement`` exports a model that predicts the mean for a sequence and its reverse
     complement (it changes no weight, so stages cached without it are reused).
+
+    ``seed`` fixes the data split and the batch order; ``init_seed`` (default: ``seed``) fixes weight initialisation
+    and the dropout streams, so two runs that differ only in ``init_seed`` see the same data in the same order (an
+    ablation's A/A control). Left unset it is not part of the run key, which keeps the keys of existing runs.
     """
 
     seed: int = 0
+    init_seed: int | None = Field(default=None, ge=0)
     loss: Loss = Loss()
     optimizer: Literal["adam", "adamw"] = "adam"
     weight_decay: float = 0.0
@@ -153,6 +158,11 @@ class Recipe(Strict):
     average_reverse_complement: bool = False
     deterministic: bool = False
     stages: list[Stage] = Field(min_length=1)
+
+    @property
+    def stream_seed(self) -> int:
+        """The seed of weight initialisation and dropout: ``init_seed``, or ``seed`` when unset."""
+        return self.seed if self.init_seed is None else self.init_seed
 
     def stage_epochs(self, stage: Stage) -> int:
         return stage.epochs or self.epochs

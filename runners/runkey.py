@@ -16,7 +16,7 @@ from crmlab.registry.spec import GraphSpec
 from crmlab.runners.datasets import Dataset
 from crmlab.runners.recipe import Recipe
 
-__all__ = ["data_hashes", "digest", "run_key", "stage_keys"]
+__all__ = ["data_hashes", "digest", "recipe_fields", "run_key", "stage_keys"]
 
 
 def digest(*parts: Any) -> str:
@@ -48,7 +48,14 @@ def run_key(graph: GraphSpec, recipe: Recipe, data_hashes: dict[str, str]) -> st
     Returns:
         A 16-hex-digit key.
     """
-    return digest(graph.to_dict(), recipe.model_dump(mode="json"), data_hashes)
+    return digest(graph.to_dict(), recipe_fields(recipe), data_hashes)
+
+
+def recipe_fields(recipe: Recipe, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The recipe as hashed into keys: every field but ``exclude``, and ``init_seed`` only when it is set (a recipe
+    without it hashes as it did before the field existed)."""
+    unset = {"init_seed"} if recipe.init_seed is None else set()
+    return recipe.model_dump(mode="json", exclude=set(exclude) | unset)
 
 
 def stage_keys(graph: GraphSpec, recipe: Recipe, datasets: dict[str, Dataset], replicas: int) -> list[str]:
@@ -64,8 +71,8 @@ def stage_keys(graph: GraphSpec, recipe: Recipe, datasets: dict[str, Dataset], r
     Returns:
         One 16-hex-digit key per stage of ``recipe``, in order.
     """
-    exclude = {"stages", "early_stopping", "schedule", "epochs", "average_reverse_complement"}
-    shared = recipe.model_dump(mode="json", exclude=exclude)
+    exclude = frozenset({"stages", "early_stopping", "schedule", "epochs", "average_reverse_complement"})
+    shared = recipe_fields(recipe, exclude)
     key = digest(graph.to_dict(), shared, replicas)
     keys = []
     for stage in recipe.stages:

@@ -9,9 +9,10 @@ run has already trained is loaded from the stage cache. After the last stage the
 target scale), evaluated on the test sets and on the last stage's validation split, and its outputs written
 (:mod:`crmlab.runners.outputs`).
 
-Determinism: Python, NumPy and backend seeds are set from ``recipe.seed``, data splits and batch order depend on the
-seed alone. Weight initialisation is reproducible; kernels of the backend on CPU/GPU (and dropout after a resume)
-are not bit-reproducible unless ``recipe.deterministic`` (TensorFlow op determinism; slower).
+Determinism: Python, NumPy and backend seeds are set from ``recipe.stream_seed`` (``init_seed``, or ``seed``), data
+splits and batch order depend on ``recipe.seed`` alone. Weight initialisation is reproducible; kernels of the backend
+on CPU/GPU (and dropout after a resume) are not bit-reproducible unless ``recipe.deterministic`` (TensorFlow op
+determinism; slower).
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def _locked_run(ctx: RunContext) -> RunResult:
         return load_result(ctx.run_dir, ctx.key)
 
     recipe, tracker = ctx.recipe, ctx.tracker
-    keras.utils.set_random_seed(recipe.seed)
+    keras.utils.set_random_seed(recipe.stream_seed)
     keras.config.set_dtype_policy(recipe.precision)
     if recipe.deterministic and keras.config.backend() == "tensorflow":
         import tensorflow as tf

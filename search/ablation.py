@@ -31,7 +31,7 @@ from crmlab.registry.validate import resolve_graph
 from crmlab.registry.variants import Patch, apply_patch, check_leave_one_out, parse_patch
 from crmlab.runners.datasets import Dataset
 from crmlab.runners.outputs import RunResult, TrainingFailed
-from crmlab.runners.recipe import Recipe, StudyDoc, parse_recipe
+from crmlab.runners.recipe import Recipe, Strict, StudyDoc, parse_recipe
 from crmlab.runners.runkey import digest
 from crmlab.runners.study import (
     blame_overrides,
@@ -42,13 +42,16 @@ from crmlab.runners.study import (
     load_data,
     read_study,
 )
-from crmlab.search.report import REFERENCE, compare, log_comparison, write_all
+from crmlab.search.report import CONTROL, REFERENCE, compare, log_comparison, write_all
 
 __all__ = [
     "ANALYSIS_FIELDS",
+    "CONTROL",
+    "CONTROL_SEED_OFFSET",
     "REFERENCE",
     "Ablation",
     "AblationDoc",
+    "Controls",
     "Variant",
     "collect",
     "load_ablation",
@@ -59,6 +62,23 @@ __all__ = [
 ]
 
 
+CONTROL_SEED_OFFSET = 1_000_000
+"""The control's run for study seed ``s`` initialises its weights and dropout from ``CONTROL_SEED_OFFSET + s``."""
+
+
+class Controls(Strict):
+    """Built-in controls of an ablation study.
+
+    ``replicate: true`` adds the A/A control, a variant named ``control`` that is canonical again (same spec, same
+    recipe) whose run for study seed ``s`` has ``recipe.init_seed = 1_000_000 + s``: it shares canonical's data
+    split and batch order for that seed (both follow ``recipe.seed = s``) and differs only in weight initialisation
+    and dropout streams, so it is paired with canonical exactly as a variant is. Its delta is the study's noise floor;
+    a ``helps`` or ``hurts`` verdict for it marks the study as miscalibrated.
+    """
+
+    replicate: bool = False
+
+
 class AblationDoc(StudyDoc):
     """The shape of an ablation study document (the recipe and patches are validated per variant)."""
 
@@ -66,6 +86,7 @@ class AblationDoc(StudyDoc):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     leave_one_out: list[str] = Field(default_factory=list)
     variants: dict[str, Any] = Field(default_factory=dict)
+    controls: Controls = Field(default_factory=lambda: Controls())
     metric: Literal["pearson_r", "spearman_rho", "r2"] = "pearson_r"
     """The primary metric: verdicts are read from the delta of this metric."""
     min_effect: float = Field(0.01, gt=0, lt=1)
@@ -105,22 +126,36 @@ class Ablation:
 
     @property
     def key(self) -> str:
-        return digest(self.doc.model_dump(mode="json", exclude=set(ANALYSIS_FIELDS)))
+        unset = {"controls"} if self.doc.controls == Controls() else set()  # keeps the keys of studies without it
+        return digest(self.doc.model_dump(mode="json", exclude=set(ANALYSIS_FIELDS) | unset))
 
     def variant(self, name: str) -> Variant:
         return next(v for v in self.variants if v.name == name)
+
+    def run_recipe(self, name: str, seed: int) -> Recipe:
+        """The recipe of variant ``name``'s run with study seed ``seed`` (the control's own ``init_seed`` set)."""
+        update: dict[str, Any] = {"seed": seed}
+        if name == CONTROL:
+            update["init_seed"] = CONTROL_SEED_OFFSET + seed
+        return self.variant(name).recipe.model_copy(update=update)
 
 
 def _patches(doc: AblationDoc, file: str) -> dict[str, Patch]:
     check_leave_one_out(doc.leave_one_out, file, "leave_one_out")
     patches: dict[str, Patch] = {REFERENCE: Patch()}
+    if doc.controls.replicate:
+        patches[CONTROL] = Patch()
+        too_large = [s for s in doc.seeds if s >= CONTROL_SEED_OFFSET]
+        if too_large:
+            message = f"seed {too_large[0]} collides with the control's seeds (>= {CONTROL_SEED_OFFSET:,})"
+            raise SpecErrors([Issue(file, "seeds", f"{message}; use smaller seeds or controls.replicate: false")])
     for shortcut in doc.leave_one_out:
         patches[f"no_{shortcut}"] = Patch(**{shortcut: False})
     issues = []
     for name, raw in doc.variants.items():
         if name in patches:
             issues.append(
-                Issue(file, f"variants.{name}", f"variant name '{name}' is taken (canonical or leave_one_out)")
+                Issue(file, f"variants.{name}", f"variant name '{name}' is taken (canonical, control or leave_one_out)")
             )
             continue
         try:
@@ -184,6 +219,9 @@ def _assemble_all(variants: list[Variant], file: str) -> None:
     """Build every variant's model once (catches shape errors before training) and record parameter counts."""
     issues = []
     for v in variants:
+        if v.name == CONTROL:  # canonical's spec and recipe: same model, same count
+            v.parameters = next(c.parameters for c in variants if c.name == REFERENCE)
+            continue
         try:
             v.parameters = check_assembles(v.graph, v.recipe, file)
         except SpecErrors as exc:
@@ -232,7 +270,7 @@ def run_one(
     from crmlab.runners.train import train_run
 
     v = ablation.variant(name)
-    recipe = v.recipe.model_copy(update={"seed": seed})
+    recipe = ablation.run_recipe(name, seed)
     tracker, tags = None, {}
     if parent_id is not None:
         tracker = Tracker(tracking_uri, ablation.doc.name)
@@ -264,7 +302,7 @@ def collect(ablation: Ablation, runs_dir: Path) -> tuple[dict[tuple[str, int], R
     results, missing = {}, []
     for seed in ablation.doc.seeds:
         for v in ablation.variants:
-            recipe = v.recipe.model_copy(update={"seed": seed})
+            recipe = ablation.run_recipe(v.name, seed)
             found = finished_result(v.graph, recipe, ablation.datasets, ablation.tests, runs_dir)
             if found is None:
                 missing.append(f"{v.name} seed={seed}")

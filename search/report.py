@@ -18,6 +18,7 @@ from crmlab.search.stats import SeedDelta, format_p, holm, mean_sd, seed_delta
 from crmlab.search.verdicts import Decision, decide
 
 __all__ = [
+    "CONTROL",
     "LABELS",
     "METRICS",
     "REFERENCE",
@@ -33,6 +34,8 @@ __all__ = [
 
 REFERENCE = "canonical"
 """The reference variant of an ablation: the base spec and recipe, unpatched."""
+CONTROL = "control"
+"""The A/A control variant: canonical again, under other initialisation seeds (``controls: {replicate: true}``)."""
 METRICS = ("pearson_r", "spearman_rho", "r2")
 LABELS = {"pearson_r": "Pearson r", "spearman_rho": "Spearman rho", "r2": "R2"}
 
@@ -124,10 +127,19 @@ def _cells(r: Row, metric: str) -> list[str]:
 
 
 def notes(rows: list[Row]) -> list[str]:
-    """Caveats the table must carry (a single seed)."""
+    """Caveats the table must carry: a single seed; an A/A control that came out ``helps`` or ``hurts``."""
+    found = []
     if rows and len(rows[0].seeds) == 1:
-        return ["one seed: training noise is not estimated; the interval covers test-set sampling only, no verdicts"]
-    return []
+        found.append(
+            "one seed: training noise is not estimated; the interval covers test-set sampling only, no verdicts"
+        )
+    for r in rows:
+        if r.variant == CONTROL and r.decision is not None and r.decision.verdict in ("helps", "hurts"):
+            found.append(
+                f"MISCALIBRATED: the A/A control (canonical under other initialisation seeds) {r.decision.verdict} on"
+                f" {r.test_set}; differences of this size are seed noise, so this study's verdicts are not trustworthy"
+            )
+    return found
 
 
 def table_text(rows: list[Row], metric: str = "pearson_r") -> str:
@@ -159,6 +171,13 @@ def method_text(ablation: Any) -> str:
         " equivalent when the (1 - 2 alpha) interval at that level lies inside +-min_effect (two one-sided tests);"
         " undecided otherwise. With a handful of seeds equivalence at a small min_effect is rarely reachable, and"
         " undecided is then the honest answer (crmlab.search.stats, crmlab.search.verdicts)."
+        + (
+            f" The variant '{CONTROL}' is the A/A control: canonical again, its weights and dropout drawn from seed"
+            " 1,000,000 + s for study seed s (same data split and batch order as canonical's seed s). Its delta is the"
+            " study's noise floor; a helps or hurts verdict for it marks the study as miscalibrated."
+            if any(v.name == CONTROL for v in ablation.variants)
+            else ""
+        )
     )
 
 

@@ -21,3 +21,14 @@ def test_the_tiny_train_studys_run_and_stage_keys_are_unchanged() -> None:
     recipe = loaded.study.recipe
     assert run_key(loaded.graph, recipe, data_hashes(loaded.datasets, loaded.tests)) == "97c3b5a7420ffb62"
     assert stage_keys(loaded.graph, recipe, loaded.datasets, 1) == ["8673dcfa07c4a66f", "7872df750c59b451"]
+
+
+def test_an_init_seed_gives_other_keys_and_leaves_the_unset_keys_alone() -> None:
+    """``init_seed`` (the A/A control's initialisation stream) is hashed only when set."""
+    loaded = load_train_study(TINY)
+    recipe, hashes = loaded.study.recipe, data_hashes(loaded.datasets, loaded.tests)
+    control = recipe.model_copy(update={"init_seed": 1_000_000})
+    assert recipe.stream_seed == recipe.seed and control.stream_seed == 1_000_000
+    assert run_key(loaded.graph, control, hashes) not in ("97c3b5a7420ffb62", run_key(loaded.graph, recipe, hashes))
+    control_stages = stage_keys(loaded.graph, control, loaded.datasets, 1)
+    assert not set(control_stages) & {"8673dcfa07c4a66f", "7872df750c59b451"}

@@ -11,7 +11,7 @@ import pytest
 
 from crmlab.registry import yamlio
 from crmlab.registry.errors import SpecErrors
-from crmlab.search.ablation import REFERENCE, collect, load_ablation, run_ablation
+from crmlab.search.ablation import CONTROL, REFERENCE, collect, load_ablation, run_ablation
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = ROOT / "tests" / "fixtures" / "studies"
@@ -62,12 +62,46 @@ def test_a_broken_variant_stops_everything_with_its_key_path(tmp_path: Path, var
     assert any(line.startswith(f"{path}: {expected}") for line in lines), lines
 
 
+def test_the_control_is_canonical_under_other_initialisation_seeds() -> None:
+    study = STUDIES / "tiny_ablation.yaml"
+    plain = load_ablation(study, ["variants={}", "leave_one_out=[]"], assemble=False)
+    ablation = load_ablation(study, ["variants={}", "leave_one_out=[]", "controls={replicate: true}"], assemble=False)
+    assert [v.name for v in ablation.variants] == [REFERENCE, CONTROL]
+    assert ablation.variant(CONTROL).graph.nodes == ablation.variant(REFERENCE).graph.nodes
+    for seed in (0, 1):
+        canonical, control = ablation.run_recipe(REFERENCE, seed), ablation.run_recipe(CONTROL, seed)
+        assert canonical.seed == control.seed == seed  # same data split and batch order
+        assert canonical.stream_seed == seed and control.stream_seed == 1_000_000 + seed
+        assert canonical == plain.run_recipe(REFERENCE, seed)  # canonical's runs are the same runs with or without it
+    assert plain.key == load_ablation(study, ["variants={}", "leave_one_out=[]"], assemble=False).key
+    assert ablation.key != plain.key
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        (["variants={control: {se: off}}"], "variants.control: variant name 'control' is taken"),
+        (["seeds=[0, 1000000]"], "seeds: seed 1000000 collides with the control's seeds"),
+    ],
+)
+def test_the_control_keeps_its_name_and_seeds(sets: list[str], expected: str) -> None:
+    with pytest.raises(SpecErrors) as err:
+        load_ablation(STUDIES / "tiny_ablation.yaml", ["controls={replicate: true}", *sets], assemble=False)
+    assert any(expected in str(i) for i in err.value.issues), err.value.issues
+
+
 def test_run_compare_and_rerun_skips_finished_runs(tmp_path: Path) -> None:
     runs, db = tmp_path / "runs", tmp_path / "mlflow.db"
     study = STUDIES / "tiny_ablation.yaml"
-    ablation = load_ablation(study, ["variants={}", "leave_one_out=[transformer]"])
+    ablation = load_ablation(study, ["variants={}", "leave_one_out=[transformer]", "controls={replicate: true}"])
     results, rows, report = run_ablation(ablation, runs, f"sqlite:///{db}", progress=lambda _: None)
-    assert set(results) == {(v, s) for v in (REFERENCE, "no_transformer") for s in (0, 1)}
+    assert set(results) == {(v, s) for v in (REFERENCE, CONTROL, "no_transformer") for s in (0, 1)}
+    for seed in (0, 1):
+        canonical, control = results[(REFERENCE, seed)], results[(CONTROL, seed)]
+        assert not np.allclose(canonical.predictions["native"], control.predictions["native"])  # other weights
+    control_row = next(r for r in rows if r.variant == CONTROL)
+    assert control_row.decision is not None and control_row.delta["pearson_r"].n_seeds == 2
+    assert "A/A control" in report.read_text()
     row = next(r for r in rows if r.variant == "no_transformer")
     d, decision = row.delta["pearson_r"], row.decision
     low, high = decision.interval
@@ -78,12 +112,12 @@ def test_run_compare_and_rerun_skips_finished_runs(tmp_path: Path) -> None:
     assert (report.parent / "bars_native.png").exists()
 
     mtimes = {p: p.stat().st_mtime for p in runs.glob("*/result.json")}
-    again = load_ablation(study, ["variants={}", "leave_one_out=[transformer]"])
+    again = load_ablation(study, ["variants={}", "leave_one_out=[transformer]", "controls={replicate: true}"])
     results2, _, _ = run_ablation(again, runs, f"sqlite:///{db}", progress=lambda _: None)
     assert {p: p.stat().st_mtime for p in runs.glob("*/result.json")} == mtimes, "finished runs were retrained"
     assert results2[("no_transformer", 1)].test_metrics == results[("no_transformer", 1)].test_metrics
     found, missing = collect(again, runs)
-    assert not missing and len(found) == 4
+    assert not missing and len(found) == 6
 
     from mlflow.tracking import MlflowClient
 
@@ -92,10 +126,10 @@ def test_run_compare_and_rerun_skips_finished_runs(tmp_path: Path) -> None:
     all_runs = client.search_runs([exp.experiment_id])
     parents = [r for r in all_runs if r.data.tags.get("crmlab.kind") == "ablation"]
     children = [r for r in all_runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1 and len(children) == 4
+    assert len(parents) == 1 and len(children) == 6
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert {(c.data.tags["crmlab.variant"], c.data.tags["crmlab.seed"]) for c in children} == {
-        (v, s) for v in (REFERENCE, "no_transformer") for s in ("0", "1")
+        (v, s) for v in (REFERENCE, CONTROL, "no_transformer") for s in ("0", "1")
     }
     no_t = next(c for c in children if c.data.tags["crmlab.variant"] == "no_transformer")
     assert int(no_t.data.tags["crmlab.parameter_delta"]) < 0 and "transformer: false" in no_t.data.tags["crmlab.patch"]

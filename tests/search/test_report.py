@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from crmlab.search.report import REFERENCE, compare, table_text, write_all
+from crmlab.search.report import CONTROL, REFERENCE, compare, method_text, table_text, write_all
 from crmlab.search.stats import METRICS as METRIC_FNS
 
 N = 1500
@@ -83,3 +83,20 @@ def test_one_seed_says_training_noise_is_not_estimated() -> None:
     worse = next(r for r in rows if r.variant == "worse")
     assert worse.decision.verdict == "undecided" and worse.p_holm["pearson_r"] == 1.0
     assert "note: one seed: training noise is not estimated" in table_text(rows)
+
+
+def test_a_control_that_hurts_marks_the_study_miscalibrated() -> None:
+    study, results = fake_study([0, 1, 2, 3, 4], {CONTROL: 1.5}, seed_sd=0.02)
+    rows = compare(study, results, replicates=200)
+    assert next(r for r in rows if r.variant == CONTROL).decision.verdict == "hurts"
+    assert "note: MISCALIBRATED: the A/A control (canonical under other initialisation seeds) hurts on native" in (
+        table_text(rows)
+    )
+    assert "A/A control" in method_text(study)
+
+
+def test_a_quiet_control_raises_no_flag() -> None:
+    study, results = fake_study([0, 1, 2], {CONTROL: 0.0}, seed_sd=0.02)
+    rows = compare(study, results, replicates=200)
+    assert next(r for r in rows if r.variant == CONTROL).decision.verdict in ("undecided", "equivalent")
+    assert "MISCALIBRATED" not in table_text(rows)

@@ -140,6 +140,17 @@ def test_bad_inputs_are_rejected() -> None:
         seed_delta(y, [y[:9]], [y[:9]])
 
 
+@pytest.mark.parametrize(
+    ("delta", "se", "word"),
+    [
+        (0.05, 0.01, "helps"),
+        (-0.05, 0.01, "hurts"),
+        (0.001, 0.002, "equivalent"),
+        (0.005, 0.001, "equivalent"),  # significant but negligible: equivalence takes precedence
+        (0.0, 0.02, "undecided"),
+        (0.009, 0.003, "undecided"),  # neither clearly non-zero at this level nor inside the margin
+    ],
+)
 def test_verdicts(delta: float, se: float, word: str) -> None:
     d = verdict(_estimate(delta, se), 0.01, 0.01)
     assert d.verdict == word

@@ -126,7 +126,9 @@ def check_assembles(graph: GraphSpec, recipe: Recipe | None = None, file: str = 
                 raise SpecError(file, "recipe.average_reverse_complement", str(exc)) from None
         return parameter_counts(model)["total"]
     finally:
-        keras.backend.clear_session()
+        # Drop Keras' global graph state, but skip its full gc.collect(): in a long-lived process (a search that
+        # checks many candidates, the test suite) a collection over a large heap costs seconds per call.
+        keras.backend.clear_session(free_memory=False)
 
 
 def read_study(path: Path, overrides: Sequence[str], model: type[StudyT]) -> StudyT:

@@ -37,7 +37,7 @@ from crmlab.runners.checkpoint import (
     save_stage_start,
     store_stage,
 )
-from crmlab.runners.compile import compile_for_training, loss_function
+from crmlab.runners.compile import build_training_state, compile_for_training, loss_function
 from crmlab.runners.datasets import Dataset, split
 from crmlab.runners.distribute import Distribution, make_distribution
 from crmlab.runners.metrics import regression_metrics
@@ -229,6 +229,8 @@ def _train_stage(
     val_xy = (val.tokens[:keep].astype("int32"), val_y)
     with dist.scope():
         optimizer = compile_for_training(model, recipe, stage, len(batches), dist)
+        first_y = ((train.values[:1] - mean) / std).astype("float32").reshape(-1, 1)
+        build_training_state(model, train.tokens[:1].astype("int32"), first_y)
     start = state.run_dir / f"stage{index}-start.npz"
     if stage.keep_previous and state["epoch"] == 0:
         save_stage_start(model, start)

@@ -12,6 +12,7 @@ import pytest
 from crmlab.registry import yamlio
 from crmlab.registry.errors import SpecErrors
 from crmlab.search.ablation import CONTROL, REFERENCE, collect, load_ablation, run_ablation
+from tests.search.conftest import TINY_ABLATION, TINY_OVERRIDES, TrainedAblation
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = ROOT / "tests" / "fixtures" / "studies"
@@ -90,11 +91,10 @@ def test_the_control_keeps_its_name_and_seeds(sets: list[str], expected: str) ->
     assert any(expected in str(i) for i in err.value.issues), err.value.issues
 
 
-def test_run_compare_and_rerun_skips_finished_runs(tmp_path: Path) -> None:
-    runs, db = tmp_path / "runs", tmp_path / "mlflow.db"
-    study = STUDIES / "tiny_ablation.yaml"
-    ablation = load_ablation(study, ["variants={}", "leave_one_out=[transformer]", "controls={replicate: true}"])
-    results, rows, report = run_ablation(ablation, runs, f"sqlite:///{db}", progress=lambda _: None)
+@pytest.mark.xdist_group("tiny_ablation")
+def test_run_compare_and_rerun_skips_finished_runs(tiny_ablation: TrainedAblation) -> None:
+    runs, db = tiny_ablation.runs, tiny_ablation.db
+    results, rows, report = tiny_ablation.results, tiny_ablation.rows, tiny_ablation.report
     assert set(results) == {(v, s) for v in (REFERENCE, CONTROL, "no_transformer") for s in (0, 1)}
     for seed in (0, 1):
         canonical, control = results[(REFERENCE, seed)], results[(CONTROL, seed)]
@@ -112,7 +112,7 @@ def test_run_compare_and_rerun_skips_finished_runs(tmp_path: Path) -> None:
     assert (report.parent / "bars_native.png").exists()
 
     mtimes = {p: p.stat().st_mtime for p in runs.glob("*/result.json")}
-    again = load_ablation(study, ["variants={}", "leave_one_out=[transformer]", "controls={replicate: true}"])
+    again = load_ablation(TINY_ABLATION, TINY_OVERRIDES)
     results2, _, _ = run_ablation(again, runs, f"sqlite:///{db}", progress=lambda _: None)
     assert {p: p.stat().st_mtime for p in runs.glob("*/result.json")} == mtimes, "finished runs were retrained"
     assert results2[("no_transformer", 1)].test_metrics == results[("no_transformer", 1)].test_metrics
@@ -140,15 +140,17 @@ def test_run_compare_and_rerun_skips_finished_runs(tmp_path: Path) -> None:
     assert state["parent_run_id"] == parents[0].info.run_id
 
 
-def test_jobs_train_runs_in_parallel_processes_with_the_same_results(tmp_path: Path) -> None:
-    study = STUDIES / "tiny_ablation.yaml"
-    overrides = ["variants={}", "leave_one_out=[pretraining]", "seeds=[0]"]
-    serial, _, _ = run_ablation(load_ablation(study, overrides), tmp_path / "a", mlflow=False, progress=lambda _: None)
+@pytest.mark.xdist_group("tiny_ablation")
+def test_jobs_train_runs_in_parallel_processes_with_the_same_results(
+    tiny_ablation: TrainedAblation, tmp_path: Path
+) -> None:
+    overrides = ["variants={}", "leave_one_out=[transformer]", "seeds=[0]"]
     messages: list[str] = []
     parallel, _, _ = run_ablation(
-        load_ablation(study, overrides), tmp_path / "b", jobs=2, mlflow=False, progress=messages.append
+        load_ablation(TINY_ABLATION, overrides), tmp_path / "b", jobs=2, mlflow=False, progress=messages.append
     )
-    assert messages == ["[1/2] canonical seed=0 done", "[2/2] no_pretraining seed=0 done"]
+    assert messages == ["[1/2] canonical seed=0 done", "[2/2] no_transformer seed=0 done"]
+    serial = {key: tiny_ablation.results[key] for key in parallel}  # trained one after another, in this process
     for key, result in serial.items():
         assert parallel[key].run_key == result.run_key
         np.testing.assert_allclose(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,21 +12,28 @@ import pytest
 
 from crmlab.cli import main
 from crmlab.search.ablation import REFERENCE, load_ablation, run_ablation, state_path
+from tests.search.conftest import TrainedAblation
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDY = ROOT / "tests" / "fixtures" / "studies" / "tiny_ablation.yaml"
 OVERRIDES = ["variants={}", "leave_one_out=[transformer]", "seeds=[0]"]
 
 
-def test_explain_study_puts_every_variant_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.xdist_group("tiny_ablation")
+def test_explain_study_puts_every_variant_side_by_side(
+    tiny_ablation: TrainedAblation, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     runs, uri = tmp_path / "runs", f"sqlite:///{tmp_path / 'mlflow.db'}"
     sets = [a for o in OVERRIDES for a in ("--set", o)]
     common = ["--runs-dir", str(runs), "--tracking-uri", uri]
     assert main(["explain", str(STUDY), *sets, *common, "-q"]) == 2
     assert "2 run(s) not finished: canonical seed=0, no_transformer seed=0" in capsys.readouterr().err
 
+    # the runs this study needs were trained by the shared ablation (same run keys); this study only logs them
+    shutil.copytree(tiny_ablation.runs, runs, dirs_exist_ok=True, ignore=shutil.ignore_patterns("_studies"))
     ablation = load_ablation(STUDY, OVERRIDES)
-    run_ablation(ablation, runs, uri, progress=lambda _: None)
+    results, _, _ = run_ablation(ablation, runs, uri, progress=lambda _: None)
+    assert all(results[key].run_key == tiny_ablation.results[key].run_key for key in results)
     assert main(["explain", str(STUDY), *sets, *common, "--min-hits", "3", "--logos", "1", "-q"]) == 0
     printed = capsys.readouterr().out
     assert "tiny_ablation: native, seed 0" in printed and "logged to MLflow run" in printed

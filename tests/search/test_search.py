@@ -20,6 +20,9 @@ from crmlab.search.search import load_search
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "fixtures" / "studies" / "tiny_search.yaml"
 
+# One pytest-xdist process runs this module, so the module's trained search (optuna_search) is trained once.
+pytestmark = pytest.mark.xdist_group("tiny_search")
+
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -174,7 +177,8 @@ def test_keras_tuner_runs_the_same_space(runs: Path, tmp_path: Path, capsys: pyt
 def test_keras_tuner_hyperband_pauses_and_continues_runs(tmp_path: Path) -> None:
     space = "space={transformer: {type: bool}, kernel_size: {type: int, low: 3, high: 7, step: 2}}"
     args = ["search", str(TINY), "--set", "backend=keras_tuner", "--set", "keras_tuner.tuner=hyperband"]
-    args += ["--set", "recipe.stages.1.epochs=3", "--set", space]
+    # fine-tuning only (3 epochs): the pretraining stage adds nothing to what Hyperband's pausing is tested for
+    args += ["--set", "recipe.stages=[{name: finetune, data: random_library, epochs: 3}]", "--set", space]
     args += ["--runs-dir", str(tmp_path / "runs"), "--no-mlflow", "-q"]
     assert main(args) == 0
     recorded = json.loads(next((tmp_path / "runs").glob("_keras_tuner/*/crmlab_outcomes.json")).read_text())
@@ -217,17 +221,22 @@ def test_a_changed_search_under_the_same_name_is_refused(
     assert "holds a different search" in capsys.readouterr().err
 
 
-def test_the_shipped_quick_study_runs_on_both_backends(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """studies/quick_search.yaml itself (real data, crmnet_small), cut to one short trial per backend."""
+def test_the_shipped_quick_study_declares_its_space_on_both_backends() -> None:
     from crmlab.search.kt_backend import declare
 
-    study = ROOT / "studies" / "quick_search.yaml"
-    short = ["--set", "trials=1", "--set", "recipe.stages.0.epochs=1", "--set", "recipe.stages.1.epochs=1"]
-    common = [*short, "--runs-dir", str(tmp_path / "runs"), "--no-mlflow", "-q"]
-    search = load_search(study, ["trials=1"], assemble=False)
+    search = load_search(ROOT / "studies" / "quick_search.yaml", ["trials=1"], assemble=False)
     keys = [p.key for p in search.space]
     assert set(optuna_backend.distributions(search.space)) == set(keys)
     assert {h.name for h in declare(search.space).space} == set(keys)  # every parameter declared on KerasTuner too
+
+
+@pytest.mark.slow
+def test_the_shipped_quick_study_runs_on_both_backends(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """studies/quick_search.yaml itself (real data, crmnet_small), cut to one short trial per backend (7 min)."""
+    study = ROOT / "studies" / "quick_search.yaml"
+    short = ["--set", "trials=1", "--set", "recipe.stages.0.epochs=1", "--set", "recipe.stages.1.epochs=1"]
+    common = [*short, "--runs-dir", str(tmp_path / "runs"), "--no-mlflow", "-q"]
+    keys = [p.key for p in load_search(study, ["trials=1"], assemble=False).space]
     for backend in ("optuna", "keras_tuner"):
         assert main(["search", str(study), "--set", f"backend={backend}", *common]) == 0
         assert "trials: 1 (1 complete, 0 pruned, 0 failed)" in capsys.readouterr().out

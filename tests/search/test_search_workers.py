@@ -22,6 +22,16 @@ from tests.pg import PostgresServer
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "fixtures" / "studies" / "tiny_search.yaml"
 TRIALS = 6
+# Fine-tuning only (3 epochs) over a space without ``pretraining``: what these tests check (workers, kills, resume)
+# does not depend on a pretraining stage, which would double every trial's tracing. The continuous learning rate
+# keeps the trials' run keys distinct.
+SHORT = [
+    "--set",
+    "recipe.stages=[{name: finetune, data: random_library, epochs: 3}]",
+    "--set",
+    "space={transformer: {type: bool}, kernel_size: {type: int, low: 3, high: 7, step: 4}, "
+    "recipe.schedule.peak: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}}",
+]
 
 
 def _command(*args: str) -> list[str]:
@@ -88,7 +98,7 @@ def test_three_workers_on_postgresql_survive_a_worker_killed_mid_trial(
 ) -> None:
     url = postgres_server.create_database("search_workers")
     runs, mlflow_db = tmp_path / "runs", tmp_path / "mlflow.db"
-    args = ["--storage", url, "--workers", "3", "--set", f"trials={TRIALS}", "--set", "recipe.stages.1.epochs=3"]
+    args = ["--storage", url, "--workers", "3", "--set", f"trials={TRIALS}", *SHORT]
     args += ["--runs-dir", str(runs), "--tracking-uri", f"sqlite:///{mlflow_db}"]
     proc = subprocess.Popen(_command(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -113,7 +123,7 @@ def test_three_workers_on_postgresql_survive_a_worker_killed_mid_trial(
 def test_a_killed_search_resumes_when_run_again(tmp_path: Path) -> None:
     runs, mlflow_db = tmp_path / "runs", tmp_path / "mlflow.db"
     storage = f"sqlite:///{runs / 'optuna.db'}"
-    args = ["--set", f"trials={TRIALS}", "--set", "recipe.stages.1.epochs=3", "--runs-dir", str(runs)]
+    args = ["--set", f"trials={TRIALS}", *SHORT, "--runs-dir", str(runs)]
     args += ["--tracking-uri", f"sqlite:///{mlflow_db}", "-q"]
     proc = subprocess.Popen(_command(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -223,14 +223,14 @@ def _train_stage(
     mean, std = (float(train.values.mean()), float(train.values.std() or 1.0)) if stage.standardize else (0.0, 1.0)
     state["norm"][stage.name] = [mean, std]
     batch = (stage.batch_size or recipe.batch_size) * dist.replicas
-    batches = Batches(train.tokens, (train.values - mean) / std, batch, recipe.seed, recipe.reverse_complement)
+    train_y = (train.values - mean) / std
+    batches = Batches(train.tokens, train_y, batch, recipe.seed, recipe.reverse_complement)
     keep = len(val) - len(val) % dist.replicas  # every validation batch must split evenly across replicas
     val_y = ((val.values[:keep] - mean) / std).astype("float32").reshape(-1, 1)
     val_xy = (val.tokens[:keep].astype("int32"), val_y)
     with dist.scope():
         optimizer = compile_for_training(model, recipe, stage, len(batches), dist)
-        first_y = ((train.values[:1] - mean) / std).astype("float32").reshape(-1, 1)
-        build_training_state(model, train.tokens[:1].astype("int32"), first_y)
+        build_training_state(model, train.tokens[:1].astype("int32"), train_y[:1].astype("float32").reshape(-1, 1))
     start = state.run_dir / f"stage{index}-start.npz"
     if stage.keep_previous and state["epoch"] == 0:
         save_stage_start(model, start)

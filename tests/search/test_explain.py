@@ -12,10 +12,9 @@ import pytest
 
 from crmlab.cli import main
 from crmlab.search.ablation import REFERENCE, load_ablation, run_ablation, state_path
+from tests.search.conftest import TINY_ABLATION as STUDY
 from tests.search.conftest import TrainedAblation
 
-ROOT = Path(__file__).resolve().parents[2]
-STUDY = ROOT / "tests" / "fixtures" / "studies" / "tiny_ablation.yaml"
 OVERRIDES = ["variants={}", "leave_one_out=[transformer]", "seeds=[0]"]
 
 

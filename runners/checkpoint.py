@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from crmlab.runners.outputs import TrainingFailed
+from crmlab.runners.schedule import SCHEDULE_VARIABLE
 
 __all__ = [
     "STATE_VERSION",
@@ -27,6 +28,7 @@ __all__ = [
     "keep_previous",
     "load_optimizer",
     "load_stage",
+    "optimizer_state",
     "save_stage_start",
     "store_stage",
 ]
@@ -95,7 +97,7 @@ class CheckpointState:
         new.mkdir(parents=True)
         model.save_weights(new / "weights.weights.h5")
         if optimizer is not None and optimizer.built:
-            np.savez(new / "optimizer.npz", *[keras.ops.convert_to_numpy(v) for v in optimizer.variables])
+            np.savez(new / "optimizer.npz", *[keras.ops.convert_to_numpy(v) for v in optimizer_state(optimizer)])
         if best_improved:
             model.save_weights(new / "best.weights.h5")
         elif old and (self.run_dir / old / "best.weights.h5").exists():
@@ -121,12 +123,16 @@ def load_optimizer(optimizer: Any, model: keras.Model, path: Path) -> None:
     optimizer.build(model.trainable_variables)
     with np.load(path) as saved:
         arrays = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-    if len(arrays) != len(optimizer.variables):
-        raise TrainingFailed(
-            f"checkpoint {path} does not match the optimiser ({len(arrays)} vs {len(optimizer.variables)})"
-        )
-    for var, value in zip(optimizer.variables, arrays, strict=True):
+    variables = optimizer_state(optimizer)
+    if len(arrays) != len(variables):
+        raise TrainingFailed(f"checkpoint {path} does not match the optimiser ({len(arrays)} vs {len(variables)})")
+    for var, value in zip(variables, arrays, strict=True):
         var.assign(value)
+
+
+def optimizer_state(optimizer: Any) -> list[Any]:
+    """The optimiser's training state: its variables except the stage's schedule (which the stage sets)."""
+    return [v for v in optimizer.variables if v.name != SCHEDULE_VARIABLE]
 
 
 def save_stage_start(model: keras.Model, path: Path) -> None:

@@ -11,7 +11,7 @@ from crmlab.runners.metrics import PearsonR
 from crmlab.runners.recipe import Recipe, Stage
 from crmlab.runners.schedule import StageSchedule
 
-__all__ = ["build_training_state", "compile_for_training", "loss_function"]
+__all__ = ["build_training_state", "compile_for_training", "loss_function", "stage_schedule"]
 
 
 def loss_function(recipe: Recipe) -> keras.losses.Loss:
@@ -21,7 +21,9 @@ def loss_function(recipe: Recipe) -> keras.losses.Loss:
     return keras.losses.MeanSquaredError()
 
 
-def compile_for_training(model: keras.Model, recipe: Recipe, stage: Stage, steps: int, dist: Distribution) -> Any:
+def compile_for_training(
+    model: keras.Model, recipe: Recipe, stage: Stage, steps: int, dist: Distribution
+) -> tuple[Any, StageSchedule]:
     """Compile ``model`` for ``stage`` of ``recipe`` (loss, optimiser, per-step schedule, metrics, XLA).
 
     Args:
@@ -32,10 +34,10 @@ def compile_for_training(model: keras.Model, recipe: Recipe, stage: Stage, steps
         dist: the distribution (its replica count scales the rate under ``lr_scaling: linear``).
 
     Returns:
-        The optimiser.
+        The optimiser and its schedule (:class:`~crmlab.runners.schedule.StageSchedule`, kept in an optimiser
+        variable; ``schedule.set(*stage_schedule(...))`` switches it to another stage without recompiling).
     """
-    scale = dist.replicas if recipe.lr_scaling == "linear" else 1
-    lr = StageSchedule(recipe.stage_schedule(stage).model_dump(), steps, recipe.stage_epochs(stage), scale)
+    lr = StageSchedule(*stage_schedule(recipe, stage, steps, dist))
     kwargs: dict[str, Any] = {"learning_rate": lr}
     if recipe.clipnorm:
         kwargs["clipnorm"] = recipe.clipnorm
@@ -43,13 +45,21 @@ def compile_for_training(model: keras.Model, recipe: Recipe, stage: Stage, steps
         optimizer = keras.optimizers.AdamW(weight_decay=recipe.weight_decay, **kwargs)
     else:
         optimizer = keras.optimizers.Adam(**kwargs)
+    lr.attach(optimizer)
     model.compile(
         optimizer=optimizer,
         loss=loss_function(recipe),
         metrics=[keras.metrics.R2Score(name="r2"), PearsonR(), keras.metrics.MeanSquaredError(name="mse")],
         jit_compile=recipe.jit_compile,
     )
-    return optimizer
+    return optimizer, lr
+
+
+def stage_schedule(recipe: Recipe, stage: Stage, steps: int, dist: Distribution) -> tuple[dict, int, int, float]:
+    """The arguments of ``stage``'s :class:`~crmlab.runners.schedule.StageSchedule` (its ``set`` or constructor):
+    the schedule, ``steps`` per epoch, the stage's epochs and the rate's scale (replicas under linear scaling)."""
+    scale = dist.replicas if recipe.lr_scaling == "linear" else 1
+    return recipe.stage_schedule(stage).model_dump(), steps, recipe.stage_epochs(stage), float(scale)
 
 
 def build_training_state(model: keras.Model, x: Any, y: Any) -> None:

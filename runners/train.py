@@ -26,7 +26,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from crmlab.blocks.assemble import assemble, parameter_counts, reverse_complement_average
+from crmlab.blocks.assemble import parameter_counts
 from crmlab.registry.spec import GraphSpec
 from crmlab.runners.callbacks import EpochControl, EpochHook, log_pending
 from crmlab.runners.checkpoint import (
@@ -37,9 +37,10 @@ from crmlab.runners.checkpoint import (
     save_stage_start,
     store_stage,
 )
-from crmlab.runners.compile import build_training_state, compile_for_training, loss_function
+from crmlab.runners.compile import loss_function
+from crmlab.runners.compiled import TrainingModel, training_model
 from crmlab.runners.datasets import Dataset, split
-from crmlab.runners.distribute import Distribution, make_distribution
+from crmlab.runners.distribute import Distribution
 from crmlab.runners.metrics import regression_metrics
 from crmlab.runners.outputs import RunResult, load_result, write_outputs
 from crmlab.runners.pipeline import Batches
@@ -135,15 +136,14 @@ def _locked_run(ctx: RunContext) -> RunResult:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-    dist = make_distribution(recipe.strategy)
-    with dist.scope():
-        model = assemble(ctx.graph)
+    compiled = training_model(ctx.graph, recipe)
+    model, dist = compiled.model, compiled.dist
     counts = parameter_counts(model)
 
     if tracker is not None:
         _start_tracking(ctx, tracker, state, dist, counts)
     try:
-        result = _train_stages(ctx, model, dist, state)
+        result = _train_stages(ctx, compiled, state)
     except BaseException as exc:
         if tracker is not None:
             status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
@@ -188,9 +188,9 @@ def _start_tracking(
     log_pending(state, tracker)
 
 
-def _train_stages(ctx: RunContext, model: keras.Model, dist: Distribution, state: CheckpointState) -> RunResult:
+def _train_stages(ctx: RunContext, compiled: TrainingModel, state: CheckpointState) -> RunResult:
     """Train the stages not yet finished (from the checkpoint or the stage cache), then export and evaluate."""
-    recipe = ctx.recipe
+    recipe, model, dist = ctx.recipe, compiled.model, compiled.dist
     resumed = state.file("weights.weights.h5")
     if resumed is not None:
         model.load_weights(resumed)
@@ -205,20 +205,18 @@ def _train_stages(ctx: RunContext, model: keras.Model, dist: Distribution, state
             state["stage"] = index + 1
             state.checkpoint(model, None, best_improved=True)
             continue
-        _train_stage(ctx, model, dist, state, index, stage)
+        _train_stage(ctx, compiled, state, index, stage)
         state["stage"], state["epoch"], state["best"], state["wait"] = index + 1, 0, None, 0
         state.checkpoint(model, None, best_improved=True)
         if index < len(recipe.stages) - 1:
             store_stage(cached, model, state, stage.name)
-    return _export_and_evaluate(ctx, model, dist, state)
+    return _export_and_evaluate(ctx, compiled, state)
 
 
-def _train_stage(
-    ctx: RunContext, model: keras.Model, dist: Distribution, state: CheckpointState, index: int, stage: Stage
-) -> None:
+def _train_stage(ctx: RunContext, compiled: TrainingModel, state: CheckpointState, index: int, stage: Stage) -> None:
     """Train ``stage`` (index ``index``) from its first or its checkpointed epoch to its end (or early stop); leave
-    ``model`` with the stage's final weights (best restored, start weights mixed back in)."""
-    recipe = ctx.recipe
+    the model with the stage's final weights (best restored, start weights mixed back in)."""
+    recipe, model, dist = ctx.recipe, compiled.model, compiled.dist
     train, val = _split(ctx.datasets[stage.data], stage, ctx.datasets, recipe.seed)
     mean, std = (float(train.values.mean()), float(train.values.std() or 1.0)) if stage.standardize else (0.0, 1.0)
     state["norm"][stage.name] = [mean, std]
@@ -228,16 +226,15 @@ def _train_stage(
     keep = len(val) - len(val) % dist.replicas  # every validation batch must split evenly across replicas
     val_y = ((val.values[:keep] - mean) / std).astype("float32").reshape(-1, 1)
     val_xy = (val.tokens[:keep].astype("int32"), val_y)
-    with dist.scope():
-        optimizer = compile_for_training(model, recipe, stage, len(batches), dist)
-        build_training_state(model, train.tokens[:1].astype("int32"), train_y[:1].astype("float32").reshape(-1, 1))
+    row = (train.tokens[:1].astype("int32"), train_y[:1].astype("float32").reshape(-1, 1))
+    compiled.start_stage(recipe, stage, len(batches), *row)
     start = state.run_dir / f"stage{index}-start.npz"
     if stage.keep_previous and state["epoch"] == 0:
         save_stage_start(model, start)
     opt_file = state.file("optimizer.npz")
     if state["epoch"] > 0 and opt_file is not None:
         with dist.scope():
-            load_optimizer(optimizer, model, opt_file)
+            load_optimizer(model.optimizer, model, opt_file)
     else:
         state["best"], state["wait"] = None, 0
     epochs = recipe.stage_epochs(stage)
@@ -260,22 +257,26 @@ def _train_stage(
         keep_previous(model, start, stage.keep_previous)
 
 
-def _export_and_evaluate(ctx: RunContext, model: keras.Model, dist: Distribution, state: CheckpointState) -> RunResult:
+def _export_and_evaluate(ctx: RunContext, compiled: TrainingModel, state: CheckpointState) -> RunResult:
     """Export the trained model (strand averaging, target scale), evaluate it on the test sets and the last stage's
-    validation split, and save it and its step timing in the run directory."""
-    recipe = ctx.recipe
+    validation split, and save it and its step timing in the run directory.
+
+    Predictions come from the kept export head (its predict step is traced once per graph), on the target scale by
+    the same ``x * std + mean`` in float32 that the saved model's ``target_scale`` layer computes."""
+    recipe, dist = ctx.recipe, compiled.dist
     mean, std = state["norm"][recipe.stages[-1].name]
-    head = reverse_complement_average(model) if recipe.average_reverse_complement else model
-    exported = keras.Model(head.inputs, keras.layers.Rescaling(std, mean, name="target_scale")(head.outputs[0]))
+    head = compiled.export_head(recipe.average_reverse_complement)
+    scale = keras.layers.Rescaling(std, mean, name="target_scale")
+    exported = keras.Model(head.inputs, scale(head.outputs[0]))
     metrics, predictions = {}, {}
     for name, ds in ctx.tests.items():
-        pred = predict(exported, ds.tokens, dist.replicas)
+        pred = predict(head, ds.tokens, dist.replicas) * np.float32(std) + np.float32(mean)
         predictions[name] = pred
         metrics[name] = regression_metrics(ds.values, pred)
     steps = state["step_seconds"][1:] or state["step_seconds"]
     measured = {name: ds.values for name, ds in ctx.tests.items()}
     result = RunResult("", state.run_dir, metrics, state["history"], {}, predictions=predictions, measured=measured)
-    result.validation = final_validation(exported, recipe, ctx.datasets, (mean, std), dist.replicas)
+    result.validation = final_validation(head, recipe, ctx.datasets, (mean, std), dist.replicas)
     result.model_path = state.run_dir / "model.keras"
     exported.save(result.model_path)
     (state.run_dir / "timing.json").write_text(
@@ -293,14 +294,15 @@ def _split(ds: Dataset, stage: Stage, datasets: dict[str, Dataset], seed: int) -
 
 
 def final_validation(
-    exported: keras.Model,
+    head: keras.Model,
     recipe: Recipe,
     datasets: dict[str, Dataset],
     norm: tuple[float, float],
     replicas: int = 1,
 ) -> dict[str, float]:
     """The exported model's ``val_*`` metrics on the last stage's validation split, on that stage's standardised
-    scale (as the per-epoch metrics are).
+    scale (as the per-epoch metrics are). ``head`` is the exported model without its target scaling, so its
+    predictions are on that scale already; ``norm`` is the stage's ``(mean, std)``.
 
     They differ from the best epoch's when the model is not that epoch's weights: ``keep_previous`` mixing,
     strand averaging, or no ``restore_best``. ``val_loss`` is the recipe's loss without regularisation terms.
@@ -309,7 +311,7 @@ def final_validation(
     _, val = _split(datasets[stage.data], stage, datasets, recipe.seed)
     mean, std = norm
     y = (val.values.astype("float64") - mean) / std
-    p = (predict(exported, val.tokens, replicas).astype("float64") - mean) / std
+    p = predict(head, val.tokens, replicas).astype("float64")
     m = regression_metrics(y, p)
     loss = float(keras.ops.convert_to_numpy(loss_function(recipe)(y.reshape(-1, 1), p.reshape(-1, 1))))
     return {"val_pearson_r": m["pearson_r"], "val_r2": m["r2"], "val_mse": m["mse"], "val_loss": loss}

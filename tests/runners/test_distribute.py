@@ -59,7 +59,7 @@ RECIPE = (
 )
 
 # Runs train_run for each entry of the JSON config (argv[1]) and prints one JSON line: the Distribution that
-# train_run actually used (make_distribution is wrapped), the device count, test predictions, metrics, losses.
+# train_run actually used (make_distribution is wrapped where compiled models are made), the device count, test predictions, metrics, losses.
 DRIVER = """\
 import json, sys, time
 cfg = json.loads(sys.argv[1])
@@ -77,11 +77,12 @@ else:
     device_count = jax.device_count()
 import keras
 
+import crmlab.runners.compiled as compiled
 import crmlab.runners.train as train
 from crmlab.runners.study import load_train_study
 
 used = []
-make_distribution = train.make_distribution
+make_distribution = compiled.make_distribution
 
 
 def recording(name):
@@ -89,7 +90,7 @@ def recording(name):
     return used[-1]
 
 
-train.make_distribution = recording
+compiled.make_distribution = recording
 out = {"backend": keras.config.backend(), "device_count": device_count, "runs": []}
 for run in cfg["runs"]:
     loaded = load_train_study(cfg["study"], run["overrides"])

@@ -16,6 +16,7 @@ import pytest
 
 from crmlab.runners.callbacks import EpochControl
 from crmlab.runners.checkpoint import CheckpointState
+from crmlab.runners.compiled import clear_training_models
 from crmlab.runners.outputs import TrainingFailed
 from crmlab.runners.recipe import EarlyStopping, Recipe, Stage
 from crmlab.runners.study import load_train_study
@@ -31,6 +32,7 @@ def _run(tmp_path: Path, overrides: list[str] = ()):  # type: ignore[no-untyped-
 
 
 def test_two_stage_run_evaluates_every_test_set_and_skips_when_finished(tmp_path: Path) -> None:
+    clear_training_models()
     result = _run(tmp_path)
     assert [(h["stage"], h["epoch"]) for h in result.history] == [
         ("pretrain", 1), ("pretrain", 2), ("finetune", 1), ("finetune", 2),
@@ -44,6 +46,8 @@ def test_two_stage_run_evaluates_every_test_set_and_skips_when_finished(tmp_path
     np.testing.assert_allclose(model.predict(tokens, verbose=0).ravel(), result.predictions["native"], rtol=1e-5)
     again = _run(tmp_path)
     assert again.run_key == result.run_key and again.test_metrics == result.test_metrics
+    retrained = _run(tmp_path / "elsewhere")  # the compiled model is reused, re-initialised as a fresh one
+    assert retrained.test_metrics == result.test_metrics and retrained.validation == result.validation
 
 
 def test_a_shared_pretraining_stage_is_trained_once(tmp_path: Path) -> None:

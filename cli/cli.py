@@ -168,11 +168,12 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from crmlab.runners.study import checked_runs_dir
     from crmlab.search.ablation import load_ablation, run_ablation
     from crmlab.search.report import table_text
+    from crmlab.search.seeds import seeds_text
 
     runs_dir = checked_runs_dir(args.runs_dir)
     ablation = load_ablation(args.study, args.set)
     names = ", ".join(f"{v.name} ({v.parameters:,} params)" for v in ablation.variants)
-    print(f"{ablation.doc.name}: {len(ablation.variants)} variants x {len(ablation.doc.seeds)} seeds: {names}")
+    print(f"{ablation.doc.name}: {len(ablation.variants)} variants x {seeds_text(ablation.doc.seeds)}: {names}")
     _, rows, report = run_ablation(ablation, runs_dir, args.tracking_uri, jobs=args.jobs, mlflow=not args.no_mlflow)
     print(table_text(rows))
     print(f"report: {report}")

@@ -141,10 +141,13 @@ def _allowed_keys(model: Any, loc: tuple[Any, ...]) -> list[str]:
 
 
 def pydantic_issues(exc: ValidationError, file: str, model: Any, prefix: str = "") -> list[Issue]:
-    """Turn a pydantic ``ValidationError`` into one :class:`Issue` per error, with dotted key paths."""
+    """Turn a pydantic ``ValidationError`` into one :class:`Issue` per error, with dotted key paths.
+
+    A tagged union's member tag named ``<...>`` (e.g. ``<list>``) is not a key and is left out of the path.
+    """
     issues = []
     for err in exc.errors():
-        loc = tuple(err["loc"])
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("<") and p.endswith(">")))
         is_key = bool(loc) and loc[-1] == "[key]"
         if is_key:
             loc = loc[:-1]

@@ -43,6 +43,7 @@ from crmlab.runners.study import (
     read_study,
 )
 from crmlab.search.report import CONTROL, REFERENCE, compare, log_comparison, write_all
+from crmlab.search.seeds import SeedPlan, SeedsField, all_seeds, plan_seeds
 
 __all__ = [
     "ANALYSIS_FIELDS",
@@ -83,7 +84,8 @@ class AblationDoc(StudyDoc):
     """The shape of an ablation study document (the recipe and patches are validated per variant)."""
 
     kind: Literal["ablation"] = "ablation"
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: SeedsField = Field(default_factory=lambda: [0])
+    """The seeds every variant trains with, or adaptive seeds (:mod:`crmlab.search.seeds`)."""
     leave_one_out: list[str] = Field(default_factory=list)
     variants: dict[str, Any] = Field(default_factory=dict)
     controls: Controls = Field(default_factory=lambda: Controls())
@@ -145,7 +147,7 @@ def _patches(doc: AblationDoc, file: str) -> dict[str, Patch]:
     patches: dict[str, Patch] = {REFERENCE: Patch()}
     if doc.controls.replicate:
         patches[CONTROL] = Patch()
-        too_large = [s for s in doc.seeds if s >= CONTROL_SEED_OFFSET]
+        too_large = [s for s in all_seeds(doc.seeds) if s >= CONTROL_SEED_OFFSET]
         if too_large:
             message = f"seed {too_large[0]} collides with the control's seeds (>= {CONTROL_SEED_OFFSET:,})"
             raise SpecErrors([Issue(file, "seeds", f"{message}; use smaller seeds or controls.replicate: false")])
@@ -209,7 +211,7 @@ def _load_ablation(path: Path, overrides: list[str], assemble: bool) -> Ablation
     datasets, tests = load_data(doc, input_length(variants[0].graph), path.parent)
     for v in variants:
         try:
-            check_splits(v.recipe, datasets, file, doc.seeds)
+            check_splits(v.recipe, datasets, file, all_seeds(doc.seeds))
         except SpecErrors as exc:
             raise SpecErrors(_in_variant(i, file, v.name) for i in exc.issues) from None
     return Ablation(path, overrides, doc, variants, datasets, tests)
@@ -254,7 +256,14 @@ def parent_run(ablation: Ablation, runs_dir: Path, tracking_uri: str | None) -> 
     )
     run_id = tracker.start(f"{ablation.doc.name} (study)", tags, reopen)
     if not state:
-        tracker.log_params(flatten({"seeds": ablation.doc.seeds, "variants": [v.name for v in ablation.variants]}))
+        tracker.log_params(
+            flatten(
+                {
+                    "seeds": ablation.doc.model_dump(mode="json")["seeds"],
+                    "variants": [v.name for v in ablation.variants],
+                }
+            )
+        )
         state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"parent_run_id": run_id}))
@@ -296,19 +305,23 @@ def run_one(
 
 
 def collect(ablation: Ablation, runs_dir: Path) -> tuple[dict[tuple[str, int], RunResult], list[str]]:
-    """Finished results of the study (nothing is trained) and the names of the runs still missing."""
+    """Finished results of the study (nothing is trained) and the names of the runs still missing.
+
+    With adaptive seeds the looks are replayed over the finished runs (:func:`~crmlab.search.seeds.plan_seeds`):
+    the seeds added for undecided variants are found, and the runs the next look needs are missing.
+    """
     from crmlab.runners.outputs import finished_result
 
-    results, missing = {}, []
-    for seed in ablation.doc.seeds:
+    results = {}
+    for seed in all_seeds(ablation.doc.seeds):
         for v in ablation.variants:
             recipe = ablation.run_recipe(v.name, seed)
             found = finished_result(v.graph, recipe, ablation.datasets, ablation.tests, runs_dir)
-            if found is None:
-                missing.append(f"{v.name} seed={seed}")
-            else:
+            if found is not None:
                 results[(v.name, seed)] = found
-    return results, missing
+    plan = plan_seeds(ablation, results)
+    used = {(n, s) for n, seeds in plan.seeds.items() for s in seeds}
+    return {k: r for k, r in results.items() if k in used}, [f"{n} seed={s}" for n, s in plan.needed]
 
 
 def _worker(args: tuple[str, list[str], str, int, str, str | None, str | None, str | None]) -> tuple[str, int]:
@@ -331,6 +344,10 @@ def run_ablation(
 ) -> tuple[dict[tuple[str, int], RunResult], list[Any], Path]:
     """Train every variant x seed not yet finished, then compare against canonical.
 
+    With adaptive seeds (:mod:`crmlab.search.seeds`) training goes in rounds: after each round the variants still
+    undecided on some test set get the next seed (and canonical with them), until every variant is decided or has
+    the most seeds. Runs are keyed by seed, so an interrupted study resumes where it was with the same command.
+
     A run that fails (:class:`~crmlab.runners.outputs.TrainingFailed`: a diverged loss) does not stop the others: it is
     recorded in ``ablation.failed``, its MLflow run is marked FAILED, its variant is left out of the comparison and
     listed in ``report.md`` and on the parent run (tag ``crmlab.failed_runs``). If canonical fails there is nothing
@@ -344,9 +361,51 @@ def run_ablation(
     tracker = None
     if mlflow:
         tracker, parent_id = parent_run(ablation, runs_dir, tracking_uri)
-    todo = [(v.name, s) for s in ablation.doc.seeds for v in ablation.variants]
-    total = len(todo)
     ablation.failed = {}
+    results: dict[tuple[str, int], RunResult] = {}
+    while True:
+        dropped = sorted({name for name, _ in ablation.failed})
+        plan = plan_seeds(ablation, results, dropped)
+        if plan.complete or REFERENCE in dropped:
+            break
+        if plan.looks > 1:
+            added = ", ".join(f"{n} seed={s}" for n, s in plan.needed)
+            progress(f"look {plan.looks}: undecided variants get another seed: {added}")
+        _train_round(ablation, plan, results, runs_dir, tracking_uri, parent_id, jobs, progress)
+    if REFERENCE in dropped:
+        if tracker is not None:
+            tracker.set_tags({"crmlab.failed_runs": _failed_text(ablation)})
+            tracker.end("FAILED")
+        reasons = _failed_text(ablation)
+        raise TrainingFailed(f"{ablation.path}: {REFERENCE} failed, nothing to compare against: {reasons}")
+    compared = dataclasses.replace(ablation, variants=[v for v in ablation.variants if v.name not in dropped])
+    rows = compare(compared, results, plan.seeds)
+    files = write_all(compared, rows, results, runs_dir)
+    if ablation.failed:
+        with open(files[0], "a") as fh:
+            fh.write("\n## Failed runs (left out of the comparison)\n\n")
+            fh.writelines(f"- {name} seed={seed}: {reason}\n" for (name, seed), reason in ablation.failed.items())
+    if tracker is not None:
+        log_comparison(rows, files, tracker)
+        if ablation.failed:
+            tracker.set_tags({"crmlab.failed_runs": _failed_text(ablation)})
+        tracker.end("FINISHED")
+    return results, rows, files[0]
+
+
+def _train_round(
+    ablation: Ablation,
+    plan: SeedPlan,
+    results: dict[tuple[str, int], RunResult],
+    runs_dir: Path,
+    tracking_uri: str | None,
+    parent_id: str | None,
+    jobs: int,
+    progress: Any,
+) -> None:
+    """Train (or fetch) the runs ``plan`` needs into ``results``; failed runs go to ``ablation.failed``."""
+    todo = plan.needed
+    total = len(todo)
 
     def failed(done: int, name: str, seed: int, exc: TrainingFailed) -> None:
         ablation.failed[(name, seed)] = str(exc)
@@ -367,7 +426,6 @@ def run_ablation(
                     failed(done, name, seed, exc)
                     continue
                 progress(f"[{done}/{total}] {name} seed={seed} done")
-    results = {}
     for done, (name, seed) in enumerate(todo, start=1):
         if (name, seed) in ablation.failed:
             continue
@@ -380,26 +438,6 @@ def run_ablation(
         if jobs <= 1:
             r = next(iter(result.test_metrics.values()))["pearson_r"]
             progress(f"[{done}/{total}] {name} seed={seed}: r = {r:.4f} ({next(iter(result.test_metrics))})")
-    if any(name == REFERENCE for name, _ in ablation.failed):
-        if tracker is not None:
-            tracker.set_tags({"crmlab.failed_runs": _failed_text(ablation)})
-            tracker.end("FAILED")
-        reasons = _failed_text(ablation)
-        raise TrainingFailed(f"{ablation.path}: {REFERENCE} failed, nothing to compare against: {reasons}")
-    dropped = {name for name, _ in ablation.failed}
-    compared = dataclasses.replace(ablation, variants=[v for v in ablation.variants if v.name not in dropped])
-    rows = compare(compared, results)
-    files = write_all(compared, rows, results, runs_dir)
-    if ablation.failed:
-        with open(files[0], "a") as fh:
-            fh.write("\n## Failed runs (left out of the comparison)\n\n")
-            fh.writelines(f"- {name} seed={seed}: {reason}\n" for (name, seed), reason in ablation.failed.items())
-    if tracker is not None:
-        log_comparison(rows, files, tracker)
-        if ablation.failed:
-            tracker.set_tags({"crmlab.failed_runs": _failed_text(ablation)})
-        tracker.end("FINISHED")
-    return results, rows, files[0]
 
 
 def _failed_text(ablation: Ablation) -> str:

@@ -22,6 +22,7 @@ from crmlab.runners.motifs import Motif, scan
 from crmlab.runners.sequences import SequenceTable, read_sequences
 from crmlab.runners.study import input_length
 from crmlab.search.ablation import Ablation, collect, state_path
+from crmlab.search.seeds import all_seeds
 
 __all__ = ["PER_VARIANT", "SHARED", "StudyExplanation", "comparison_table", "explain_study", "study_test_set"]
 
@@ -82,7 +83,8 @@ def explain_study(
     settings: dict | None = None,
     progress: bool = False,
 ) -> tuple[StudyExplanation, Path, list[Path]]:
-    """Explain one seed's run of every variant on one test set and compare them.
+    """Explain one seed's run of every variant on one test set and compare them (with adaptive seeds, of every
+    variant that trained that seed).
 
     Args:
         ablation: the loaded study (:func:`crmlab.search.ablation.load_ablation`).
@@ -106,7 +108,7 @@ def explain_study(
     from crmlab.runners.explain_plots import variant_bars
     from crmlab.runners.predict import load_model
 
-    seeds = ablation.doc.seeds
+    seeds = all_seeds(ablation.doc.seeds)
     seed = seeds[0] if seed is None else seed
     if seed not in seeds:
         raise CrmlabError(f"{ablation.path}: --seed: {seed} is not one of the study's seeds {seeds}")
@@ -117,11 +119,15 @@ def explain_study(
         raise CrmlabError(
             f"{ablation.path}: {len(missing)} run(s) not finished: {', '.join(missing)}; run crmlab ablate"
         )
+    variants = [v for v in ablation.variants if (v.name, seed) in results]  # adaptive seeds: who got this seed
+    if not variants:
+        trained = sorted({s for _, s in results})
+        raise CrmlabError(f"{ablation.path}: --seed: no run of seed {seed}; the study trained seeds {trained}")
     out = out or runs_dir / "_studies" / f"{ablation.doc.name}-{ablation.key}" / f"explain-{name}-seed{seed}"
     hits = scan(motifs, sequences.tokens, sequences.lengths, p_value)
     explanations: dict[str, Explanation] = {}
     files: list[Path] = []
-    for v in ablation.variants:
+    for v in variants:
         result = results[(v.name, seed)]
         loaded = load_model(result.run_dir)
         expl = explain(loaded.model, sequences, motifs, p_value, hits=hits, progress=progress)

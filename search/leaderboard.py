@@ -54,7 +54,11 @@ def short_value(value: Any) -> str:
 def leaderboard_text(
     rows: Sequence[TrialRow], metric: str, direction: str, canonical: float | None, top: int = 10
 ) -> str:
-    """The best ``top`` trials (complete first, by objective), with canonical's value for reference."""
+    """The best ``top`` trials (complete first, by objective), with canonical's value for reference.
+
+    A trial and canonical are trained with one seed each, so their difference carries no interval: the table says
+    so instead of treating it as an effect (an ablation with seeds gives one, :mod:`crmlab.search.stats`).
+    """
     scored = [r for r in rows if r.state == "complete" and r.value is not None]
     scored.sort(key=lambda r: r.value if direction == "minimize" else -r.value)  # type: ignore[operator]
     counts = {s: sum(r.state == s for r in rows) for s in ("complete", "pruned", "failed")}
@@ -71,6 +75,11 @@ def leaderboard_text(
     for r in rows:
         if r.state == "failed":
             lines.append(f"failed trial {r.number}: {r.reason}")
+    if canonical is not None and scored:
+        lines.append(
+            "vs canonical: one seed each, so training noise is not estimated and no difference here is significant;"
+            " confirm a trial against canonical with seeds in an ablation (crmlab ablate, its variants: a patch)"
+        )
     return "\n".join(lines)
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from crmlab.search.report_plots import bar_plots, scatter_plots
+from crmlab.search.seeds import AdaptiveSeeds, plan_seeds, study_decisions, variance_method
 from crmlab.search.stats import SeedDelta, format_p, holm, mean_sd, seed_delta
-from crmlab.search.verdicts import Decision, decide
+from crmlab.search.verdicts import Decision
 
 __all__ = [
     "CONTROL",
@@ -27,6 +28,7 @@ __all__ = [
     "log_comparison",
     "method_text",
     "notes",
+    "seed_rule_text",
     "table_text",
     "write_all",
     "write_report",
@@ -67,21 +69,34 @@ class Row:
     decision: Decision | None
 
 
-def compare(ablation: Any, results: dict[tuple[str, int], Any], replicates: int = 2000) -> list[Row]:
+def compare(
+    ablation: Any,
+    results: dict[tuple[str, int], Any],
+    seeds: dict[str, list[int]] | None = None,
+    replicates: int = 2000,
+) -> list[Row]:
     """Rows for every variant x test set, with deltas paired by seed, Holm across variants and verdicts.
 
     Pearson r and R^2 take their test-set variance from the delta method, Spearman rho from ``replicates`` paired
     bootstrap resamples of the test sequences (see :mod:`crmlab.search.stats`). Verdicts use the study's ``metric``,
-    ``min_effect`` and ``alpha`` (:mod:`crmlab.search.verdicts`).
+    ``min_effect``, ``alpha`` and seed rule (:func:`crmlab.search.seeds.study_decisions`).
+
+    Args:
+        ablation: the loaded study.
+        results: finished runs by ``(variant, seed)``.
+        seeds: each variant's seeds (canonical's include all others'); default: the study's seed plan over
+            ``results`` (:func:`crmlab.search.seeds.plan_seeds`).
+        replicates: bootstrap resamples for Spearman rho.
     """
     doc = ablation.doc
-    seeds = list(doc.seeds)
+    seeds = seeds if seeds is not None else plan_seeds(ablation, results).seeds
     rows = []
     for test_name, test in ablation.tests.items():
         group = []
-        canonical = [results[(REFERENCE, s)].predictions[test_name] for s in seeds]
         for v in ablation.variants:
-            runs = [results[(v.name, s)] for s in seeds]
+            own = seeds[v.name]
+            runs = [results[(v.name, s)] for s in own]
+            canonical = [results[(REFERENCE, s)].predictions[test_name] for s in own]
             per_seed = {m: [float(r.test_metrics[test_name][m]) for r in runs] for m in METRICS}
             mean: dict[str, float] = {}
             sd: dict[str, float] = {}
@@ -95,16 +110,16 @@ def compare(ablation: Any, results: dict[tuple[str, int], Any], replicates: int 
                         canonical,
                         [r.predictions[test_name] for r in runs],
                         metric=m,
-                        test_variance="bootstrap" if m == "spearman_rho" else "influence",
+                        test_variance=variance_method(m),
                         replicates=replicates,
                     )
-            group.append(Row(v.name, test_name, seeds, mean, sd, per_seed, delta, dict.fromkeys(METRICS), None))
+            group.append(Row(v.name, test_name, own, mean, sd, per_seed, delta, dict.fromkeys(METRICS), None))
         tested = [r for r in group if r.variant != REFERENCE]
         for m in METRICS:
             p_values = [_p(r.delta[m]) for r in tested]
             for r, p in zip(tested, holm(p_values), strict=True):
                 r.p_holm[m] = p
-        decisions = decide({r.variant: r.delta[doc.metric] for r in tested}, doc.alpha, min_effect=doc.min_effect)
+        decisions, _ = study_decisions(doc, {r.variant: r.delta[doc.metric] for r in tested})
         for r in tested:
             r.decision = decisions[r.variant]
         rows.extend(group)
@@ -154,6 +169,18 @@ def table_text(rows: list[Row], metric: str = "pearson_r") -> str:
     widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in [head, *body]]
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], *(f"note: {n}" for n in notes(rows))])
+
+
+def seed_rule_text(seeds: Any) -> str:
+    """The study's seed rule, as ``report.md`` states it."""
+    if not isinstance(seeds, AdaptiveSeeds):
+        return f"Seeds: {', '.join(map(str, seeds))}."
+    return (
+        f"Seeds: adaptive, {seeds.initial} to start (0 to {seeds.initial - 1}), at most {seeds.max}: after each look"
+        " every variant still undecided on some test set got the next seed, canonical with it, and each look spent"
+        " its share of alpha (O'Brien-Fleming-type alpha spending, crmlab.search.seeds). The seeds column says how"
+        " many seeds each verdict took."
+    )
 
 
 def method_text(ablation: Any) -> str:
@@ -241,7 +268,7 @@ def write_report(ablation: Any, rows: list[Row], out: Path) -> list[Path]:
     plots = bar_plots(ablation, rows, out)
     label = LABELS[metric]
     lines = [f"# Ablation: {ablation.doc.name}", "", ablation.doc.description, ""]
-    lines += [f"Seeds: {', '.join(map(str, ablation.doc.seeds))}. {method_text(ablation)}", ""]
+    lines += [f"{seed_rule_text(ablation.doc.seeds)} {method_text(ablation)}", ""]
     lines += [*(f"**Note:** {n}" for n in notes(rows)), ""]
     lines += [
         f"| variant | parameters | test set | seeds | Pearson r | Spearman rho | R2 | delta {label} | CI (Holm level)"
@@ -269,10 +296,12 @@ def write_all(ablation: Any, rows: list[Row], results: dict, runs_dir: Path) -> 
 
 
 def log_comparison(rows: list[Row], files: list[Path], tracker: Any) -> None:
-    """Log the comparison files, per-variant metrics (means, deltas, Holm p) and verdict tags on the parent run."""
+    """Log the comparison files, per-variant metrics (seeds, means, deltas, Holm p) and verdict tags on the parent
+    run."""
     metrics: dict[str, float] = {}
     tags: dict[str, str] = {}
     for r in rows:
+        metrics[f"{r.variant}.{r.test_set}.seeds"] = len(r.seeds)
         for m in METRICS:
             metrics[f"{r.variant}.{r.test_set}.{m}"] = r.mean[m]
             d, p = r.delta[m], r.p_holm[m]

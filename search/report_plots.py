@@ -72,7 +72,7 @@ def bar_plots(ablation: Any, rows: list[Any], out: Path) -> list[Path]:
 def scatter_plots(ablation: Any, results: dict[tuple[str, Any], Any], out: Path, reference: str) -> list[Path]:
     """Canonical (``reference``) vs each variant's predictions (first seed, first test set)."""
     plt = _pyplot()
-    seed, test_name = ablation.doc.seeds[0], next(iter(ablation.tests))
+    seed, test_name = min(s for _, s in results), next(iter(ablation.tests))
     ref = results[(reference, seed)].predictions[test_name]
     others = [v.name for v in ablation.variants if v.name != reference]
     if not others:

@@ -2,7 +2,7 @@
 weights a stage starts from, and the cache of finished stages that other runs reuse.
 
 Layout of a run directory ``RUNS_DIR/<run key>/``: ``state.json`` names the current ``ckpt-<n>/`` folder (holding
-``weights.weights.h5``, ``optimizer.npz`` and ``best.weights.h5``); replacing ``state.json`` atomically is the
+``weights.npz``, ``optimizer.npz`` and ``best.npz``); replacing ``state.json`` atomically is the
 commit point, so a run killed at any moment finds a complete checkpoint. ``stage<i>-start.npz`` keeps the weights
 stage ``i`` started from (for ``keep_previous``). Finished stages are cached in ``RUNS_DIR/_stages/<stage key>/``
 (``weights.weights.h5`` and ``stage.json`` with the stage's normalisation and history).
@@ -23,17 +23,29 @@ from crmlab.runners.outputs import TrainingFailed
 from crmlab.runners.schedule import SCHEDULE_VARIABLE
 
 __all__ = [
+    "BEST",
+    "LEGACY",
     "STATE_VERSION",
+    "WEIGHTS",
     "CheckpointState",
+    "checkpoint_file",
     "keep_previous",
     "load_optimizer",
     "load_stage",
+    "load_variables",
     "optimizer_state",
     "save_stage_start",
+    "save_variables",
     "store_stage",
 ]
 
 STATE_VERSION = 1
+WEIGHTS = "weights.npz"
+"""A checkpoint's current weights (:func:`save_variables`)."""
+BEST = "best.npz"
+"""A checkpoint's best weights so far (early stopping restores them)."""
+LEGACY = {WEIGHTS: "weights.weights.h5", BEST: "best.weights.h5"}
+"""The Keras weight files that checkpoints held before the ``.npz`` files; a run resumed from one still loads it."""
 
 
 class CheckpointState:
@@ -95,13 +107,13 @@ class CheckpointState:
         if new.exists():
             shutil.rmtree(new)
         new.mkdir(parents=True)
-        model.save_weights(new / "weights.weights.h5")
+        save_variables(model, new / WEIGHTS)
         if optimizer is not None and optimizer.built:
             np.savez(new / "optimizer.npz", *[keras.ops.convert_to_numpy(v) for v in optimizer_state(optimizer)])
         if best_improved:
-            model.save_weights(new / "best.weights.h5")
-        elif old and (self.run_dir / old / "best.weights.h5").exists():
-            os.link(self.run_dir / old / "best.weights.h5", new / "best.weights.h5")
+            save_variables(model, new / BEST)
+        elif old and (self.run_dir / old / BEST).exists():
+            os.link(self.run_dir / old / BEST, new / BEST)
         self.data["checkpoint"] = new.name
         self.commit()
         if old and (self.run_dir / old).exists():
@@ -112,6 +124,33 @@ class CheckpointState:
         ckpt = self.data["checkpoint"]
         path = self.run_dir / ckpt / name if ckpt else None
         return path if path is not None and path.exists() else None
+
+
+def save_variables(model: keras.Model, path: Path) -> None:
+    """Every variable of ``model`` (weights and dropout seed states) to ``path`` as ``.npz``.
+
+    A plain array file: writing the quarter-width CRMnet's weights through Keras' ``.weights.h5`` walked every layer
+    and took about 2 s per checkpoint on a 2-core CPU, every epoch; this takes milliseconds.
+    """
+    np.savez(path, *[keras.ops.convert_to_numpy(v) for v in model.variables])
+
+
+def load_variables(model: keras.Model, path: Path) -> None:
+    """Set ``model``'s variables from :func:`save_variables`' file; a Keras ``.weights.h5`` file (checkpoints
+    written before the ``.npz`` format) is loaded by Keras."""
+    if path.name.endswith(".weights.h5"):
+        model.load_weights(path)
+        return
+    with np.load(path) as saved:
+        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    for variable, value in zip(model.variables, values, strict=True):
+        variable.assign(value)
+
+
+def checkpoint_file(state: CheckpointState, name: str) -> Path | None:
+    """The committed checkpoint's ``WEIGHTS`` or ``BEST`` file, or the ``.weights.h5`` file an older checkpoint
+    holds instead (``None`` if neither)."""
+    return state.file(name) or state.file(LEGACY[name])
 
 
 def load_optimizer(optimizer: Any, model: keras.Model, path: Path) -> None:

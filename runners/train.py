@@ -30,10 +30,14 @@ from crmlab.blocks.assemble import parameter_counts
 from crmlab.registry.spec import GraphSpec
 from crmlab.runners.callbacks import EpochControl, EpochHook, log_pending
 from crmlab.runners.checkpoint import (
+    BEST,
+    WEIGHTS,
     CheckpointState,
+    checkpoint_file,
     keep_previous,
     load_optimizer,
     load_stage,
+    load_variables,
     save_stage_start,
     store_stage,
 )
@@ -191,9 +195,9 @@ def _start_tracking(
 def _train_stages(ctx: RunContext, compiled: TrainingModel, state: CheckpointState) -> RunResult:
     """Train the stages not yet finished (from the checkpoint or the stage cache), then export and evaluate."""
     recipe, model, dist = ctx.recipe, compiled.model, compiled.dist
-    resumed = state.file("weights.weights.h5")
+    resumed = checkpoint_file(state, WEIGHTS)
     if resumed is not None:
-        model.load_weights(resumed)
+        load_variables(model, resumed)
     keys = stage_keys(ctx.graph, recipe, ctx.datasets, dist.replicas)
     cache_root = state.run_dir.parent / "_stages"
     for index, stage in enumerate(recipe.stages):
@@ -250,9 +254,9 @@ def _train_stage(ctx: RunContext, compiled: TrainingModel, state: CheckpointStat
             callbacks=[control],
             verbose=ctx.verbose,
         )
-    best = state.file("best.weights.h5")
+    best = checkpoint_file(state, BEST)
     if recipe.stage_early_stopping(stage).restore_best and best is not None:
-        model.load_weights(best)
+        load_variables(model, best)
     if stage.keep_previous:
         keep_previous(model, start, stage.keep_previous)
 

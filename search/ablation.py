@@ -324,13 +324,22 @@ def collect(ablation: Ablation, runs_dir: Path) -> tuple[dict[tuple[str, int], R
     return {k: r for k, r in results.items() if k in used}, [f"{n} seed={s}" for n, s in plan.needed]
 
 
-def _worker(args: tuple[str, list[str], str, int, str, str | None, str | None, str | None]) -> tuple[str, int]:
-    """Process-pool entry: load the study in this process and train one run (returns its key)."""
-    path, overrides, name, seed, runs_dir, uri, parent, backend = args
+_LOADED: dict[tuple[str, tuple[str, ...]], Ablation] = {}
+"""Studies loaded in this worker process (a pool worker trains several runs of one study)."""
+
+
+def _worker(args: tuple[Any, ...]) -> tuple[str, int]:
+    """Process-pool entry: load the study in this process (once; the parent checked it and counted each variant's
+    parameters, so its models are not assembled again) and train one run (returns its name and seed)."""
+    path, overrides, parameters, name, seed, runs_dir, uri, parent, backend = args
     if backend:
         os.environ["KERAS_BACKEND"] = backend
-    ablation = load_ablation(path, overrides)
-    run_one(ablation, name, seed, Path(runs_dir), uri, parent)
+    key = (path, tuple(overrides))
+    if key not in _LOADED:
+        _LOADED[key] = load_ablation(path, overrides, assemble=False)
+        for v in _LOADED[key].variants:
+            v.parameters = parameters[v.name]
+    run_one(_LOADED[key], name, seed, Path(runs_dir), uri, parent)
     return name, seed
 
 
@@ -413,11 +422,10 @@ def _train_round(
 
     if jobs > 1:
         backend = os.environ.get("KERAS_BACKEND")
+        parameters = {v.name: v.parameters for v in ablation.variants}
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            args = [
-                (str(ablation.path), ablation.overrides, n, s, str(runs_dir), tracking_uri, parent_id, backend)
-                for n, s in todo
-            ]
+            study = (str(ablation.path), ablation.overrides, parameters)
+            args = [(*study, n, s, str(runs_dir), tracking_uri, parent_id, backend) for n, s in todo]
             futures = [pool.submit(_worker, a) for a in args]
             for done, (future, (name, seed)) in enumerate(zip(futures, todo, strict=True), start=1):
                 try:

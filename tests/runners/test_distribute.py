@@ -59,7 +59,8 @@ RECIPE = (
 )
 
 # Runs train_run for each entry of the JSON config (argv[1]) and prints one JSON line: the Distribution that
-# train_run actually used (make_distribution is wrapped where compiled models are made), the device count, test predictions, metrics, losses.
+# train_run actually used (make_distribution is wrapped in runners.compiled), the device count, test predictions,
+# metrics, losses.
 DRIVER = """\
 import json, sys, time
 cfg = json.loads(sys.argv[1])

@@ -16,6 +16,8 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -324,6 +326,18 @@ def collect(ablation: Ablation, runs_dir: Path) -> tuple[dict[tuple[str, int], R
     return {k: r for k, r in results.items() if k in used}, [f"{n} seed={s}" for n, s in plan.needed]
 
 
+def _watch_parent(parent: int) -> None:
+    """Pool initializer: end this worker as soon as the process that started it is gone (killed), instead of
+    training the runs still queued for it. The run it was training keeps its last committed checkpoint."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="crmlab-parent-watch", daemon=True).start()
+
+
 _LOADED: dict[tuple[str, tuple[str, ...]], Ablation] = {}
 """Studies loaded in this worker process (a pool worker trains several runs of one study)."""
 
@@ -374,8 +388,10 @@ def run_ablation(
     results: dict[tuple[str, int], RunResult] = {}
     while True:
         dropped = sorted({name for name, _ in ablation.failed})
+        if REFERENCE in dropped:
+            break
         plan = plan_seeds(ablation, results, dropped)
-        if plan.complete or REFERENCE in dropped:
+        if plan.complete:
             break
         if plan.looks > 1:
             added = ", ".join(f"{n} seed={s}" for n, s in plan.needed)
@@ -423,7 +439,8 @@ def _train_round(
     if jobs > 1:
         backend = os.environ.get("KERAS_BACKEND")
         parameters = {v.name: v.parameters for v in ablation.variants}
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, spawn, initializer=_watch_parent, initargs=(os.getpid(),)) as pool:
             study = (str(ablation.path), ablation.overrides, parameters)
             args = [(*study, n, s, str(runs_dir), tracking_uri, parent_id, backend) for n, s in todo]
             futures = [pool.submit(_worker, a) for a in args]

@@ -4,7 +4,7 @@ one epoch computed again per kill, one MLflow run per piece of work and none lef
 
 Kill points are named in :mod:`tests.reliability.killpoint`. The default run survives two kills (one in
 ``train``, one in ``ablate``); ``pytest -m slow`` kills each command at every point, each time followed by a kill
-at a random moment of the resumed run."""
+at a random moment of the resumed run. Killing ``crmlab ablate --jobs 2`` ends its pool's workers too."""
 
 from __future__ import annotations
 
@@ -157,6 +157,48 @@ def test_ablate_survives_a_kill_inside_its_second_run(workspace: Path) -> None:
     out = run_to_the_end(workspace, ablate_args([0]))
     assert "report:" in out
     check_ablation_complete(workspace, kills=1, seeds=[0])
+
+
+def _children(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid`` (from ``/proc``)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except OSError:
+            continue
+        if int(parent) == pid and state != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_killing_ablate_with_jobs_ends_its_workers(workspace: Path) -> None:
+    """SIGKILL the parent of ``--jobs 2``: its pool workers end too instead of training the queued runs."""
+    proc = subprocess.Popen(
+        _command(workspace, [*ablate_args([0, 1]), "--jobs", "2"]),
+        cwd=workspace,
+        env=_env(workspace),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while len(workers := _children(proc.pid)) < 3 and time.monotonic() < deadline:  # 2 workers + the resource tracker
+        time.sleep(0.5)
+    assert proc.poll() is None and len(workers) >= 2, "the pool's workers did not start"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while (alive := [w for w in workers if _state(w) != "Z"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not alive, f"workers {alive} kept running after their parent was killed"
+
+
+def _state(pid: int) -> str:
+    """A process's state letter from ``/proc`` (``Z`` also when it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
 
 
 TRAIN_POINTS = [

@@ -126,6 +126,12 @@ class CheckpointState:
         return path if path is not None and path.exists() else None
 
 
+def _arrays(path: Path) -> list[np.ndarray]:
+    """The arrays of an ``.npz`` written by ``np.savez(path, *arrays)``, in order."""
+    with np.load(path) as saved:
+        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+
 def save_variables(model: keras.Model, path: Path) -> None:
     """Every variable of ``model`` (weights and dropout seed states) to ``path`` as ``.npz``.
 
@@ -141,9 +147,7 @@ def load_variables(model: keras.Model, path: Path) -> None:
     if path.name.endswith(".weights.h5"):
         model.load_weights(path)
         return
-    with np.load(path) as saved:
-        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-    for variable, value in zip(model.variables, values, strict=True):
+    for variable, value in zip(model.variables, _arrays(path), strict=True):
         variable.assign(value)
 
 
@@ -160,8 +164,7 @@ def load_optimizer(optimizer: Any, model: keras.Model, path: Path) -> None:
         TrainingFailed: the file holds another number of variables than the optimiser.
     """
     optimizer.build(model.trainable_variables)
-    with np.load(path) as saved:
-        arrays = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    arrays = _arrays(path)
     variables = optimizer_state(optimizer)
     if len(arrays) != len(variables):
         raise TrainingFailed(f"checkpoint {path} does not match the optimiser ({len(arrays)} vs {len(variables)})")
@@ -191,8 +194,7 @@ def keep_previous(model: keras.Model, start: Path, keep: float) -> None:
         start: the stage's start weights (see :func:`save_stage_start`).
         keep: the weight of the start weights, in ``[0, 1]``.
     """
-    with np.load(start) as saved:
-        before = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    before = _arrays(start)
     after = model.get_weights()
     model.set_weights(
         [

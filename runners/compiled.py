@@ -46,7 +46,6 @@ class TrainingModel:
     Attributes:
         model: the compiled model (weights as the current run left them).
         dist: the distribution it was built under.
-        optimizer: its optimiser.
         schedule: the optimiser's learning-rate schedule.
         initial_state: the optimiser's variables as first built (``None`` until the first stage builds them).
         head: the strand-averaging export model over ``model`` (built once, on first use).
@@ -54,7 +53,6 @@ class TrainingModel:
 
     model: keras.Model
     dist: Distribution
-    optimizer: Any
     schedule: StageSchedule
     initial_state: list[np.ndarray] | None = None
     head: keras.Model | None = None
@@ -105,13 +103,12 @@ def training_model(graph: GraphSpec, recipe: Recipe) -> TrainingModel:
         dist = make_distribution(recipe.strategy)
         with dist.scope():
             model = assemble(graph)
-            optimizer, schedule = compile_for_training(model, recipe, recipe.stages[0], 1, dist)
-        found = TrainingModel(model, dist, optimizer, schedule)
+            _, schedule = compile_for_training(model, recipe, recipe.stages[0], 1, dist)
+        found = TrainingModel(model, dist, schedule)
     else:
         fresh = assemble(graph)
         for target, source in zip(found.model.variables, fresh.variables, strict=True):
             target.assign(source.value)
-        del fresh
     _CACHE[key] = found
     while len(_CACHE) > CACHE_SIZE:
         _CACHE.popitem(last=False)

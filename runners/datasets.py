@@ -1,8 +1,9 @@
 """Training data sets: :func:`load` reads a :class:`~crmlab.runners.sources.DataSource` into a :class:`Dataset`.
 
 A dataset holds ``uint8`` tokens (see :mod:`crmlab.runners.tokens`) and ``float32`` values, tokenised once and then
-cached on disk by content (:mod:`crmlab.runners.token_cache`); :func:`split` cuts a dataset into index arrays, at
-random or by whole groups (e.g. sequence clusters, so near-duplicates never straddle a split).
+cached on disk by content (:mod:`crmlab.runners.token_cache`) and read memory-mapped, so processes share them;
+:func:`split` cuts a dataset into index arrays, at random or by whole groups (e.g. sequence clusters, so
+near-duplicates never straddle a split), and :meth:`Dataset.subset` takes rows without copying the tokens.
 
 Every mistake in the data is a one-line :class:`~crmlab.registry.errors.SpecError` (``FILE: key.path: message`` or
 ``FILE:LINE: message``, see :mod:`crmlab.runners.readers`). No Keras here: this module is numpy only.
@@ -11,7 +12,9 @@ Every mistake in the data is a one-line :class:`~crmlab.registry.errors.SpecErro
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,9 +22,11 @@ from typing import Literal
 import numpy as np
 
 from crmlab.registry.errors import SpecError, did_you_mean
-from crmlab.runners.readers import parse_training_rows
-from crmlab.runners.sources import DataSource, decode_text, file_format, read_bytes
-from crmlab.runners.token_cache import cache_key, default_cache_dir, read_cache, write_cache
+from crmlab.runners.readers import Rows, parse_training_fasta, read_training_table
+from crmlab.runners.rowview import RowView
+from crmlab.runners.sources import DataSource, decode_text, file_format, open_bytes, open_text, read_bytes
+from crmlab.runners.tables import as_group_labels
+from crmlab.runners.token_cache import CacheWriteError, CacheWriter, data_key, default_cache_dir, read_cache
 from crmlab.runners.tokens import MODEL_LENGTH
 
 __all__ = ["Dataset", "load", "split"]
@@ -32,14 +37,16 @@ class Dataset:
     """Tokenised sequences with their measured values.
 
     Attributes:
-        tokens: ``uint8`` ``(n, length)``, 0 = N, 1 = A, 2 = C, 3 = G, 4 = T.
+        tokens: ``uint8`` ``(n, length)``, 0 = N, 1 = A, 2 = C, 3 = G, 4 = T; a loaded data set's are memory-mapped
+            from the token cache, and a :meth:`subset`'s are a :class:`~crmlab.runners.rowview.RowView` of them
+            (indexing gathers just the rows asked for; ``np.asarray`` or ``astype`` gives them all as an array).
         values: ``float32`` ``(n,)``.
         groups: ``(n,)`` group labels (``int64`` or ``str``) for grouped splits, or None.
         name: a short name (by default the file name without suffixes).
         content_hash: SHA-256 hex digest identifying the exact content (the token cache key for a loaded file).
     """
 
-    tokens: np.ndarray
+    tokens: np.ndarray | RowView
     values: np.ndarray
     groups: np.ndarray | None = None
     name: str = ""
@@ -62,6 +69,9 @@ class Dataset:
     def subset(self, idx: np.ndarray | Sequence[int] | slice) -> Dataset:
         """The rows ``idx`` (integer indices, a boolean mask or a slice) as a new dataset.
 
+        The tokens are not copied: the subset's are a :class:`~crmlab.runners.rowview.RowView` of this one's
+        array (memory-mapped tokens stay mapped); values and groups are copied.
+
         Args:
             idx: rows to take, e.g. one of the arrays :func:`split` returns.
 
@@ -70,9 +80,14 @@ class Dataset:
             row indices.
         """
         rows = np.atleast_1d(np.arange(len(self))[idx])
-        digest = hashlib.sha256(f"{self.content_hash}:subset:".encode() + rows.astype("<i8").tobytes()).hexdigest()
+        digest = hashlib.sha256(f"{self.content_hash}:subset:".encode())
+        digest.update(np.ascontiguousarray(rows, dtype="<i8").data)
         groups = None if self.groups is None else self.groups[rows]
-        return Dataset(self.tokens[rows], self.values[rows], groups, self.name, digest)
+        if isinstance(self.tokens, RowView):
+            tokens = RowView(self.tokens.array, self.tokens.rows[rows])
+        else:
+            tokens = RowView(self.tokens, rows)
+        return Dataset(tokens, self.values[rows], groups, self.name, digest.hexdigest())
 
 
 def load(
@@ -83,7 +98,12 @@ def load(
     name: str = "",
     key: str = "data",
 ) -> Dataset:
-    """Read, check and tokenise a data source; tokens are cached on disk by content.
+    """Read, check and tokenise a data source; tokens are cached on disk by content and read memory-mapped.
+
+    A table (tsv, csv) is read in chunks of rows (:data:`~crmlab.runners.tables.CHUNK_ROWS`) straight into the
+    cache, so memory holds one chunk, never the whole file; a FASTA file and its ``values_file`` are read whole.
+    A file loaded before is not read again: its key comes from the cache's index (see
+    :func:`~crmlab.runners.token_cache.data_key`) and its tokens are mapped from the cache.
 
     Args:
         source: what to read.
@@ -94,8 +114,8 @@ def load(
         key: key path of the source in the spec, for errors (``data.train`` gives ``data.train.path: ...``).
 
     Returns:
-        A dataset: tokens ``uint8`` ``(n, length)``, values ``float32`` ``(n,)``, groups ``(n,)`` or None, and the
-        cache key as ``content_hash``.
+        A dataset: tokens ``uint8`` ``(n, length)``, values ``float32`` ``(n,)``, groups ``(n,)`` or None (all
+        memory-mapped read-only, unless the cache cannot be written), and the cache key as ``content_hash``.
 
     Raises:
         SpecError: a one-line error naming the file and the setting (``FILE: key.path: ...``) or the file line
@@ -105,38 +125,73 @@ def load(
     path = base / Path(source.path).expanduser()
     label = str(path)
     fmt = file_format(source, path, label, key)
-    raw = read_bytes(path, label, f"{key}.path")
-    values_path: Path | None = None
-    values_raw: bytes | None = None
-    if source.values_file is not None:
-        if fmt != "fasta":
-            raise SpecError(label, f"{key}.values_file", f"values_file is for FASTA data only (this file is {fmt})")
-        values_path = base / Path(source.values_file).expanduser()
-        values_raw = read_bytes(values_path, str(values_path), f"{key}.values_file")
-    digest = cache_key(source, length, raw, values_raw)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    cache_file = cache / f"{digest}.npz"
-    cached = read_cache(cache_file, length)
-    if cached is not None:
-        tokens, values, groups = cached
-    else:
-        text = decode_text(raw, path, label)
-        values_text = None
-        if values_path is not None and values_raw is not None:
-            values_text = (decode_text(values_raw, values_path, str(values_path)), str(values_path))
-        rows = parse_training_rows(source, fmt, text, label, key, values_text)
-        if source.too_long == "error":
-            rows.check_lengths(length, label, key)
-        tokens = rows.encode(length, source.unknown == "as_n", label)
-        values, groups = rows.values, rows.groups
-        arrays = {"tokens": tokens, "values": values}
-        if groups is not None:
-            arrays["groups"] = groups
-        write_cache(cache_file, arrays)
+    values_path: Path | None = None
+    with ExitStack() as files:
+        data = files.enter_context(open_bytes(path, label, f"{key}.path"))
+        values = None
+        if source.values_file is not None:
+            if fmt != "fasta":
+                raise SpecError(label, f"{key}.values_file", f"values_file is for FASTA data only (this file is {fmt})")
+            values_path = base / Path(source.values_file).expanduser()
+            values = files.enter_context(open_bytes(values_path, str(values_path), f"{key}.values_file"))
+        digest = data_key(source, length, data, values, cache)
+    arrays = read_cache(cache / digest, length)
+    if arrays is None:
+        read = _Reading(source, fmt, path, values_path, length, key)
+        try:
+            arrays = read.into(CacheWriter(cache / digest, length))
+        except CacheWriteError as e:
+            warnings.warn(f"crmlab: cannot write the token cache {e}", RuntimeWarning, stacklevel=2)
+            arrays = read.into(CacheWriter(None, length))
     if not name:
         stem = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
         name = Path(stem).stem
-    return Dataset(tokens, values, groups, name, digest)
+    return Dataset(*arrays, name, digest)
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """How to read one data source: :meth:`into` parses, checks and tokenises it into a cache writer."""
+
+    source: DataSource
+    fmt: str
+    path: Path
+    values_path: Path | None
+    length: int
+    key: str
+
+    def _rows(self) -> Iterator[Rows]:
+        label, key = str(self.path), self.key
+        if self.fmt != "fasta":
+            with open_text(self.path, label, f"{key}.path") as handle:
+                yield from read_training_table(self.source, self.fmt, handle, label, key)
+            return
+        text = decode_text(read_bytes(self.path, label, f"{key}.path"), self.path, label)
+        values = None
+        if self.values_path is not None:
+            vlabel = str(self.values_path)
+            vtext = decode_text(read_bytes(self.values_path, vlabel, f"{key}.values_file"), self.values_path, vlabel)
+            values = (vtext, vlabel)
+        yield parse_training_fasta(self.source, text, label, key, values)
+
+    def into(self, writer: CacheWriter) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Tokens ``(n, length)``, values ``(n,)`` and groups ``(n,)`` or None, written through ``writer``."""
+        label = str(self.path)
+        values: list[np.ndarray] = []
+        groups: list[np.ndarray] = []
+        with writer:
+            for rows in self._rows():
+                if self.source.too_long == "error":
+                    rows.check_lengths(self.length, label, self.key)
+                writer.append(rows.encode(self.length, self.source.unknown == "as_n", label))
+                values.append(rows.values)
+                if rows.groups is not None:
+                    groups.append(rows.groups)
+            joined = None
+            if groups:
+                joined = np.concatenate(groups) if self.fmt == "fasta" else as_group_labels(np.concatenate(groups))
+            return writer.finish(np.concatenate(values), joined)
 
 
 def split(

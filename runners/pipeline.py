@@ -8,6 +8,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from crmlab.runners.rowview import RowView
+
 __all__ = ["Batches", "reverse_complement"]
 
 _COMPLEMENT = np.array([0, 4, 3, 2, 1], dtype=np.uint8)  # N A C G T -> N T G C A
@@ -26,8 +28,11 @@ class Batches(keras.utils.PyDataset):
     last one is completed with the first examples of the epoch's order, so a batch always splits evenly across
     replicas (JAX data-parallel requires it) and no example is seen less than once per epoch.
 
+    Each batch gathers just its rows from ``tokens``, so memory-mapped tokens, or a
+    :class:`~crmlab.runners.rowview.RowView` of them (a split's part), are never copied whole.
+
     Args:
-        tokens: ``(n, length)`` uint8 tokens.
+        tokens: ``(n, length)`` uint8 tokens: an array or a :class:`~crmlab.runners.rowview.RowView`.
         targets: ``(n,)`` float targets.
         batch_size: global batch size.
         seed: shuffling seed.
@@ -35,10 +40,15 @@ class Batches(keras.utils.PyDataset):
     """
 
     def __init__(
-        self, tokens: np.ndarray, targets: np.ndarray, batch_size: int, seed: int, reverse_complement: bool = False
+        self,
+        tokens: np.ndarray | RowView,
+        targets: np.ndarray,
+        batch_size: int,
+        seed: int,
+        reverse_complement: bool = False,
     ) -> None:
         super().__init__(workers=1, use_multiprocessing=False)
-        self.tokens, self.targets = tokens, targets.astype("float32").reshape(-1, 1)
+        self.tokens, self.targets = tokens, np.asarray(targets, dtype="float32").reshape(-1, 1)  # no copy if float32
         self.batch_size, self.seed, self.rc = batch_size, seed, reverse_complement
         self.epoch = 0
         self._order_epoch = -1
@@ -57,8 +67,9 @@ class Batches(keras.utils.PyDataset):
         idx = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         if len(idx) < self.batch_size and len(self._order) >= self.batch_size:
             idx = np.concatenate([idx, self._order[: self.batch_size - len(idx)]])
-        x = self.tokens[idx].astype("int32")
+        rows = self.tokens[idx]
+        x = rows.astype("int32")
         if self.rc:
             flip = np.random.default_rng([self.seed, self.epoch, index]).random(len(idx)) < 0.5
-            x[flip] = reverse_complement(self.tokens[idx][flip]).astype("int32")
+            x[flip] = reverse_complement(rows[flip]).astype("int32")
         return x, self.targets[idx]

@@ -1,10 +1,12 @@
-"""Parsing decoded data files into :class:`Rows`: delimited tables (TSV, CSV) and FASTA, before encoding.
+"""Parsing data files into :class:`Rows`: delimited tables (TSV, CSV, see :mod:`crmlab.runners.tables`) and FASTA,
+before encoding.
 
-Training data (:func:`parse_training_rows`) needs a value for every sequence: a value column, a value in each FASTA
-header (``>id value`` or ``>id|value``) or a FASTA ``values_file`` joined by record id. Sequences to score
-(:func:`parse_scoring_rows`) need only the sequences; values and ids are read when the file has them. Both share
-the header checks, the ``where`` filter, the number parsing and the FASTA record reader, and both encode through
-:meth:`Rows.encode`, which names the file line of a bad character.
+Training data needs a value for every sequence: a value column (:func:`read_training_table`, which streams a table
+in chunks of rows), a value in each FASTA header (``>id value`` or ``>id|value``) or a FASTA ``values_file`` joined
+by record id (:func:`parse_training_fasta`). Sequences to score (:func:`parse_scoring_rows`) need only the
+sequences; values and ids are read when the file has them. All share the header checks, the ``where`` filter, the
+number parsing and the FASTA record reader, and all encode through :meth:`Rows.encode`, which names the file line
+of a bad character.
 
 Every mistake is a one-line :class:`~crmlab.registry.errors.SpecError`: ``FILE: key.path: message`` for a setting
 (``data/x.tsv: data.train.sequence_column: no column 'seqq' (did you mean 'seq'?)``) and ``FILE:LINE: message``
@@ -13,22 +15,30 @@ for a row, where LINE counts every line of the file from 1, header included.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TextIO
 
 import numpy as np
 import pandas as pd
 
-from crmlab.registry.errors import Issue, SpecError, SpecErrors, did_you_mean
+from crmlab.registry.errors import SpecError
 from crmlab.runners.sources import DataSource, format_by_suffix
+from crmlab.runners.tables import (
+    CHUNK_ROWS,
+    as_group_labels,
+    check_sequences,
+    group_text,
+    numbers,
+    read_table,
+    table_chunks,
+    where_rows,
+)
 from crmlab.runners.tokens import encode
 
-__all__ = ["Rows", "parse_scoring_rows", "parse_training_rows"]
+__all__ = ["Rows", "parse_scoring_rows", "parse_training_fasta", "read_training_table"]
 
 _HEADER_VALUE = re.compile(r"(.*?\S)(?:\s+|\|)([^\s|]+)")
 
@@ -82,109 +92,14 @@ class Rows:
 
 
 # ---------------------------------------------------------------------------------------------------- tables
-def _missing(label: str, key_path: str, column: str, header: Sequence[str]) -> Issue:
-    return Issue(label, key_path, f"no column '{column}'{did_you_mean(column, header)}")
-
-
-def _read_table(
-    text: str, sep: str, label: str, columns: Mapping[str, str], where: Mapping[str, Any], key: str
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """Read a delimited table and check its header.
-
-    Args:
-        text: the whole file.
-        sep: field separator.
-        label: file name for errors.
-        columns: key path (for errors) -> column name the caller needs.
-        where: the ``where`` filter, whose columns must exist.
-        key: key prefix of the data source (``data.train``).
-
-    Returns:
-        The rows (string columns, blank lines dropped) and their 1-based file line numbers ``(rows,)``.
-    """
-    if not text.strip():
-        raise SpecError(label, "", "file is empty")
-    try:
-        df = pd.read_csv(
-            io.StringIO(text), sep=sep, header=None, index_col=False, dtype=str, keep_default_na=False,
-            skip_blank_lines=False, quoting=csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL, engine="c",
-        )  # fmt: skip
-    except pd.errors.ParserError as e:
-        msg = str(e).strip()
-        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", msg)
-        if m:
-            expected, line, saw = m.groups()
-            raise SpecError(f"{label}:{line}", "", f"{saw} fields, but the header has {expected}") from None
-        raise SpecError(label, "", f"cannot parse as {'TSV' if sep == chr(9) else 'CSV'}: {msg}") from None
-    header = [str(h) for h in df.iloc[0]]
-    seen: set[str] = set()
-    for h in header:
-        if h in seen:
-            raise SpecError(f"{label}:1", "", f"duplicate column '{h}' in the header")
-        seen.add(h)
-    issues = [_missing(label, kp, col, header) for kp, col in columns.items() if col not in seen]
-    issues += [_missing(label, f"{key}.where.{col}", col, header) for col in where if col not in seen]
-    if issues:
-        raise SpecError(issues[0].file, issues[0].path, issues[0].message) if len(issues) == 1 else SpecErrors(issues)
-    df.columns = header
-    df = df.iloc[1:]
-    df = df[~(df == "").all(axis=1).to_numpy()]  # blank lines
-    if df.empty:
-        raise SpecError(label, "", "no data rows, only a header")
-    return df, df.index.to_numpy(dtype=np.int64) + 1
-
-
-def _where(df: pd.DataFrame, where: Mapping[str, Any], label: str, key: str) -> np.ndarray:
-    """Boolean mask ``(rows,)`` of the rows where every ``where`` column equals its value; none left is an error."""
-    keep = np.ones(len(df), dtype=bool)
-    for col, want in where.items():
-        column = df[col]
-        wanted = want if isinstance(want, list) else [want]
-        if all(isinstance(w, str) for w in wanted):
-            keep &= column.isin(wanted).to_numpy()
-        else:
-            keep &= pd.to_numeric(column, errors="coerce").isin(wanted).to_numpy()
-    if not keep.any():
-        shown = ", ".join(f"{c} == {v!r}" for c, v in where.items())
-        raise SpecError(label, f"{key}.where", f"no rows left where {shown} (of {len(df)} rows)")
-    return keep
-
-
-def _numbers(column: pd.Series, lines: np.ndarray, label: str, name: str) -> np.ndarray:
-    """Parse a value column as ``float32`` ``(rows,)``; an empty, non-numeric, infinite or out-of-``float32``-range
-    value is an error."""
-    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        i = int(np.argmax(bad))
-        what = "non-finite" if np.isinf(values[i]) else "empty or non-numeric"
-        raise SpecError(f"{label}:{lines[i]}", "", f"{what} value in column '{name}'")
-    huge = np.abs(values) > np.finfo(np.float32).max
-    if huge.any():
-        i = int(np.argmax(huge))
-        raise SpecError(f"{label}:{lines[i]}", "", f"value {values[i]:g} in column '{name}' is beyond float32 range")
-    return values.astype(np.float32)
-
-
-def _group_labels(column: pd.Series, lines: np.ndarray, label: str, name: str) -> np.ndarray:
-    """Group labels ``(rows,)``: ``int64`` when every label is an integer, else ``str``."""
-    empty = (column == "").to_numpy()
-    if empty.any():
-        raise SpecError(f"{label}:{lines[int(np.argmax(empty))]}", "", f"empty value in column '{name}'")
-    numbers = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
-    if np.isfinite(numbers).all() and (numbers == np.round(numbers)).all() and np.abs(numbers).max() < 2**53:
-        return numbers.astype(np.int64)
-    return np.asarray(column.tolist(), dtype=str)
-
-
 def _values_and_groups(
     df: pd.DataFrame, lines: np.ndarray, label: str, source: DataSource
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The value column as numbers and, when the source names one, the group column, with line-numbered errors."""
-    values = _numbers(df[source.value_column], lines, label, source.value_column)
+    values = numbers(df[source.value_column], lines, label, source.value_column)
     groups = None
     if source.group_column is not None:
-        groups = _group_labels(df[source.group_column], lines, label, source.group_column)
+        groups = as_group_labels(group_text(df[source.group_column], lines, label, source.group_column))
     return values, groups
 
 
@@ -192,14 +107,10 @@ def _table_rows(
     text: str, fmt: str, source: DataSource, label: str, key: str, columns: Mapping[str, str]
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """The header-checked rows the ``where`` filter keeps and their file lines; an empty sequence is an error."""
-    df, lines = _read_table(text, "\t" if fmt == "tsv" else ",", label, columns, source.where, key)
+    df, lines = read_table(text, "\t" if fmt == "tsv" else ",", label, columns, source.where, key)
     if source.where:
-        keep = _where(df, source.where, label, key)
-        df, lines = df[keep], lines[keep]
-    empty = (df[source.sequence_column] == "").to_numpy()
-    if empty.any():
-        i = int(np.argmax(empty))
-        raise SpecError(f"{label}:{lines[i]}", "", f"empty sequence in column '{source.sequence_column}'")
+        df, lines = where_rows(df, lines, source.where, label, key)
+    check_sequences(df, lines, label, source.sequence_column)
     return df, lines
 
 
@@ -280,11 +191,10 @@ def _join_values(
     columns = {f"{key}.values_file": "id", f"{key}.value_column": source.value_column}
     if source.group_column is not None:
         columns[f"{key}.group_column"] = source.group_column
-    df, vlines = _read_table(vtext, sep, vlabel, columns, source.where, key)
+    df, vlines = read_table(vtext, sep, vlabel, columns, source.where, key)
     known = set(df["id"].tolist())
     if source.where:
-        keep = _where(df, source.where, vlabel, key)
-        df, vlines = df[keep], vlines[keep]
+        df, vlines = where_rows(df, vlines, source.where, vlabel, key)
     ids = df["id"].tolist()
     dup = pd.Series(ids).duplicated().to_numpy()
     if dup.any():
@@ -316,18 +226,15 @@ def _join_values(
 
 
 # ------------------------------------------------------------------------------------------------ entry points
-def parse_training_rows(
-    source: DataSource, fmt: str, text: str, label: str, key: str, values: tuple[str, str] | None = None
-) -> Rows:
-    """Parse a decoded training file into rows, each with its measured value (and group, if the source names one).
+def parse_training_fasta(source: DataSource, text: str, label: str, key: str, values: tuple[str, str] | None) -> Rows:
+    """Parse a decoded training FASTA file into rows, each with its measured value (and group, from a values file).
 
     Args:
         source: the data source.
-        fmt: ``tsv``, ``csv`` or ``fasta``.
         text: the decoded file.
         label: the file name for errors.
         key: key prefix for errors (``data.train``).
-        values: FASTA ``values_file`` as (decoded text, file name), or None.
+        values: the ``values_file`` as (decoded text, file name), or None (values in the headers).
 
     Returns:
         The rows with ``values`` ``(n,)``, ``groups`` ``(n,)`` or None, and their file lines; ``ids`` is None.
@@ -335,14 +242,42 @@ def parse_training_rows(
     Raises:
         SpecError: ``FILE: key.path: message`` or ``FILE:LINE: message``.
     """
-    if fmt == "fasta":
-        return _parse_fasta(text, source, label, key, values)
+    return _parse_fasta(text, source, label, key, values)
+
+
+def read_training_table(
+    source: DataSource, fmt: str, handle: TextIO, label: str, key: str, chunk_rows: int = CHUNK_ROWS
+) -> Iterator[Rows]:
+    """Read a training table (tsv or csv) chunk by chunk into rows, each with its measured value (and group).
+
+    Only one chunk is held at a time. The chunks' group labels stay as written (``str``): join them and pass them
+    to :func:`~crmlab.runners.tables.as_group_labels` to get the labels of the whole table.
+
+    Args:
+        source: the data source.
+        fmt: ``tsv`` or ``csv``.
+        handle: the decoded text (:func:`~crmlab.runners.sources.open_text`).
+        label: the file name for errors.
+        key: key prefix for errors (``data.train``).
+        chunk_rows: file lines per chunk (see :func:`~crmlab.runners.tables.table_chunks`).
+
+    Yields:
+        Rows of one chunk with ``values`` ``(rows,)``, ``groups`` ``str`` ``(rows,)`` or None, and their file lines.
+
+    Raises:
+        SpecError: ``FILE: key.path: message`` or ``FILE:LINE: message``.
+    """
+    sep = "\t" if fmt == "tsv" else ","
     columns = {f"{key}.sequence_column": source.sequence_column, f"{key}.value_column": source.value_column}
     if source.group_column is not None:
         columns[f"{key}.group_column"] = source.group_column
-    df, lines = _table_rows(text, fmt, source, label, key, columns)
-    vals, groups = _values_and_groups(df, lines, label, source)
-    return Rows(df[source.sequence_column].tolist(), vals, groups, lines)
+    for df, lines in table_chunks(handle, sep, label, columns, source.where, key, chunk_rows):
+        check_sequences(df, lines, label, source.sequence_column)
+        values = numbers(df[source.value_column], lines, label, source.value_column)
+        groups = None
+        if source.group_column is not None:
+            groups = group_text(df[source.group_column], lines, label, source.group_column)
+        yield Rows(df[source.sequence_column].tolist(), values, groups, lines)
 
 
 def parse_scoring_rows(source: DataSource, fmt: str, text: str, label: str, key: str, id_column: str) -> Rows:
@@ -375,15 +310,15 @@ def parse_scoring_rows(source: DataSource, fmt: str, text: str, label: str, key:
             raise SpecError(label, f"{key}.where", "FASTA has no columns to filter on")
         records, sequences, spans, lines = _fasta_records(text, label)
         matches = [_HEADER_VALUE.fullmatch(header) for header, _ in records]
-        numbers = pd.to_numeric(pd.Series([m.group(2) if m else "" for m in matches]), errors="coerce").to_numpy()
-        if np.isfinite(numbers).all():
-            values = numbers.astype(np.float32)
+        parsed = pd.to_numeric(pd.Series([m.group(2) if m else "" for m in matches]), errors="coerce").to_numpy()
+        if np.isfinite(parsed).all():
+            values = parsed.astype(np.float32)
             ids = [m.group(1) for m in matches if m is not None]
         else:
             ids = [header.split()[0] if header else str(i + 1) for i, (header, _) in enumerate(records)]
         return Rows(sequences, values, None, lines, ids, spans)
     df, lines = _table_rows(text, fmt, source, label, key, {f"{key}.sequence_column": source.sequence_column})
     if source.value_column in df.columns:
-        values = _numbers(df[source.value_column], lines, label, source.value_column)
+        values = numbers(df[source.value_column], lines, label, source.value_column)
     ids = df[id_column].tolist() if id_column in df.columns else [str(i + 1) for i in range(len(df))]
     return Rows(df[source.sequence_column].tolist(), values, None, lines, ids)

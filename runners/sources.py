@@ -8,16 +8,27 @@ recognised by content and decompressed, any other compression or binary data is 
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal, TextIO
 
 import pydantic
 
 from crmlab.registry.errors import SpecError
 
-__all__ = ["DataSource", "decode_text", "file_format", "format_by_suffix", "read_bytes"]
+__all__ = [
+    "DataSource",
+    "decode_text",
+    "file_format",
+    "format_by_suffix",
+    "open_bytes",
+    "open_text",
+    "read_bytes",
+]
 
 _FORMATS = {".tsv": "tsv", ".tab": "tsv", ".txt": "tsv", ".csv": "csv"}
 _FORMATS.update(dict.fromkeys((".fa", ".fasta", ".fna", ".fas"), "fasta"))
@@ -96,16 +107,46 @@ def file_format(source: DataSource, path: Path, label: str, key: str) -> str:
     return _FORMATS[suffix]
 
 
-def read_bytes(path: Path, label: str, key_path: str) -> bytes:
-    """The file's bytes as stored (compressed or not); a missing or unreadable file is ``label: key_path: ...``."""
+@contextmanager
+def _reading(label: str, key_path: str) -> Iterator[None]:
+    """Turn the errors of opening or reading a file into ``label: key_path: ...``."""
     try:
-        return path.read_bytes()
+        yield
     except FileNotFoundError:
         raise SpecError(label, key_path, "no such file") from None
     except IsADirectoryError:
         raise SpecError(label, key_path, "is a directory, not a file") from None
     except OSError as e:
         raise SpecError(label, key_path, f"cannot read: {e.strerror or e}") from None
+
+
+def read_bytes(path: Path, label: str, key_path: str) -> bytes:
+    """The file's bytes as stored (compressed or not); a missing or unreadable file is ``label: key_path: ...``."""
+    with _reading(label, key_path):
+        return path.read_bytes()
+
+
+def open_bytes(path: Path, label: str, key_path: str) -> BinaryIO:
+    """The file opened for reading its bytes as stored; a missing or unreadable file is ``label: key_path: ...``."""
+    with _reading(label, key_path):
+        return path.open("rb")
+
+
+def _is_gzip(head: bytes, path: Path, label: str) -> bool:
+    """Whether the file starting with ``head`` is gzip; other compression, or a ``.gz`` that isn't, is an error."""
+    if head[:2] == _GZIP_MAGIC:
+        return True
+    kind = next((k for magic, k in _MAGIC.items() if head.startswith(magic)), None)
+    if kind is not None:
+        raise SpecError(label, "", f"is {kind}-compressed; only gzip (.gz) and plain text are read")
+    if path.name.lower().endswith(".gz"):
+        raise SpecError(label, "", "not a gzip file, though the name ends in .gz")
+    return False
+
+
+def _utf8_error(data: bytes, start: int, newlines: int, label: str) -> SpecError:
+    line = newlines + data[:start].count(b"\n") + 1
+    return SpecError(f"{label}:{line}", "", "not UTF-8 text (is this a binary or compressed file?)")
 
 
 def decode_text(raw: bytes, path: Path, label: str) -> str:
@@ -120,20 +161,59 @@ def decode_text(raw: bytes, path: Path, label: str) -> str:
         The text, a leading byte-order mark removed.
     """
     data = raw
-    if raw[:2] == _GZIP_MAGIC:
+    if _is_gzip(raw, path, label):
         try:
             data = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as e:
             raise SpecError(label, "", f"corrupt gzip data ({e})") from None
-    else:
-        kind = next((k for magic, k in _MAGIC.items() if raw.startswith(magic)), None)
-        if kind is not None:
-            raise SpecError(label, "", f"is {kind}-compressed; only gzip (.gz) and plain text are read")
-        if path.name.lower().endswith(".gz"):
-            raise SpecError(label, "", "not a gzip file, though the name ends in .gz")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise SpecError(f"{label}:{line}", "", "not UTF-8 text (is this a binary or compressed file?)") from None
+        raise _utf8_error(data, e.start, 0, label) from None
     return text.removeprefix("\ufeff")
+
+
+@contextmanager
+def open_text(path: Path, label: str, key_path: str) -> Iterator[TextIO]:
+    """The file as a stream of text, read as :func:`decode_text` reads it (gzip by content, UTF-8, no BOM) without
+    holding the whole file; line ends are kept as written.
+
+    Errors reading the stream inside the ``with`` block are the one-line errors :func:`decode_text` gives: a byte
+    that is not UTF-8 is ``label:LINE: not UTF-8 text ...`` (the file is read again to find its line), broken gzip
+    data ``label: corrupt gzip data (...)`` and a failing read ``label: key_path: cannot read: ...``.
+
+    Args:
+        path: the file.
+        label: the file name for errors.
+        key_path: the setting naming the file (``data.train.path``).
+
+    Yields:
+        The text stream, closed on leaving the block.
+    """
+    with _reading(label, key_path), path.open("rb") as raw:
+        head = raw.read(8)
+    gz = _is_gzip(head, path, label)
+    text: dict[str, str] = {"encoding": "utf-8-sig", "newline": ""}
+    try:
+        with gzip.open(path, "rt", **text) if gz else path.open(**text) as fh:
+            yield fh
+    except UnicodeDecodeError:
+        raise _first_utf8_error(path, gz, label) from None
+    except (OSError, EOFError, zlib.error) as e:
+        if gz:
+            raise SpecError(label, "", f"corrupt gzip data ({e})") from None
+        raise SpecError(label, key_path, f"cannot read: {getattr(e, 'strerror', None) or e}") from None
+
+
+def _first_utf8_error(path: Path, gz: bool, label: str) -> SpecError:
+    """The error naming the line of the first byte of ``path`` (gzip decompressed) that is not UTF-8."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    newlines = 0
+    with gzip.open(path, "rb") if gz else path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as e:
+                return _utf8_error(e.object, e.start, newlines, label)
+            newlines += block.count(b"\n")
+    return SpecError(label, "", "not UTF-8 text (is this a binary or compressed file?)")

@@ -140,3 +140,33 @@ def test_pruning_quick_counts_epochs_of_both_modes(tmp_path: Path) -> None:
     assert int(full["finetune_epochs"]) == 8 and 8 <= int(full["epochs"]) <= 12
     assert int(pruned["finetune_epochs"]) == 8 - int(pruned["pruned"])  # a pruned trial stopped after epoch 1
     assert "epochs with pruning / without:" in stdout and out.with_suffix(".md").exists()
+
+
+def test_data_scale_quick_loads_plain_and_gzip_and_cleans_up(tmp_path: Path) -> None:
+    out = tmp_path / "data_scale.csv"
+    stdout = run_script("data_scale.py", "--quick", "--tmp", str(tmp_path), "--out", str(out))
+    rows = read_csv(out)
+    assert [r["table"] for r in rows] == ["plain", "gzip"]
+    for row in rows:
+        assert row["rows"] == "20000" and row["workers"] == "2" and row["tokens_mb"] == "2"
+        assert float(row["first_load_s"]) > 0 and float(row["cached_load_s"]) >= 0
+        assert int(row["first_peak_rss_mb"]) > 0 and int(row["worker_epoch_anon_mb"]) < 50
+    assert sorted(tmp_path.iterdir()) == [out]  # the table and its cache are gone
+    assert stdout.strip().splitlines()[-3].startswith("table") and "goals:" in stdout
+
+
+def test_fit_throughput_quick_times_the_runners_loop_against_the_step(tmp_path: Path) -> None:
+    out = tmp_path / "fit_throughput.csv"
+    stdout = run_script("fit_throughput.py", "--quick", "--out", str(out))
+    (row,) = read_csv(out)
+    assert (row["model"], row["parameters"], row["batch_size"], row["steps_per_epoch"]) == (
+        "eighth",
+        "210695",
+        "64",
+        "8",
+    )
+    loop, step = float(row["loop_seq_per_s"]), float(row["step_seq_per_s"])
+    assert loop > 0 and step > 0 and float(row["first_epoch_s"]) > 0
+    assert float(row["loop_vs_step"]) == pytest.approx(loop / step, abs=0.002)
+    assert float(row["loop_seq_per_s"]) == pytest.approx(8 * 64 / float(row["epoch_s"]), rel=0.02)
+    assert "loop_vs_step" in stdout.splitlines()[-2]

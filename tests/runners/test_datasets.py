@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
 from crmlab.registry.errors import SpecError
 from crmlab.runners.datasets import Dataset, load, split
+from crmlab.runners.rowview import RowView
 from crmlab.runners.sources import DataSource
 from crmlab.runners.tokens import decode
 from tests.runners.data_helpers import DATA, DREAM, real_lines
@@ -74,6 +77,21 @@ def test_random_split_is_deterministic_and_exact() -> None:
     val = ds.subset(parts[1])
     assert len(val) == 1_474 and val.content_hash != ds.content_hash
     np.testing.assert_array_equal(val.values, ds.values[parts[1]])
+
+
+def test_a_subset_maps_the_same_tokens_and_keeps_its_content_hash(dream: Dataset) -> None:
+    rows = split(dream, "random", (0.9, 0.1), seed=0)[1]
+    val = dream.subset(rows)
+    assert isinstance(val.tokens, RowView) and val.tokens.array is dream.tokens  # not copied: still memory-mapped
+    assert not dream.tokens.flags.writeable
+    np.testing.assert_array_equal(val.tokens, dream.tokens[rows])
+    np.testing.assert_array_equal(val.groups, dream.groups[rows])
+    formula = hashlib.sha256(f"{dream.content_hash}:subset:".encode() + rows.astype("<i8").tobytes()).hexdigest()
+    assert val.content_hash == formula  # part of run keys: never changes
+    inner = val.subset(slice(10, 20))
+    assert inner.tokens.array is dream.tokens
+    np.testing.assert_array_equal(inner.tokens, dream.tokens[rows[10:20]])
+    np.testing.assert_array_equal(inner.values, dream.values[rows[10:20]])
 
 
 def test_split_errors() -> None:

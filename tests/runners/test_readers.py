@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from crmlab.registry.errors import SpecError
 from crmlab.runners.datasets import load
-from crmlab.runners.sources import DataSource
+from crmlab.runners.readers import Rows, read_training_table
+from crmlab.runners.sources import DataSource, open_text
+from crmlab.runners.tables import as_group_labels
 from crmlab.runners.tokens import encode
 from tests.runners.data_helpers import DATA, DREAM, load_error, real_lines, two_columns, write
 
@@ -151,3 +154,60 @@ def test_fasta_errors_name_the_line(tmp_path: Path) -> None:
     write(tmp_path / "v.tsv", ["id\texpression", "a\t1.0"])
     msg = load_error(DataSource(path="x.fa", values_file="v.tsv"), tmp_path)
     assert msg == f"{f}:3: no value for id 'b' in {tmp_path / 'v.tsv'}"
+
+
+# ------------------------------------------------------------------------------------------ chunked tables
+def chunked(path: Path, source: DataSource, chunk_rows: int = 2) -> list[Rows]:
+    """The rows of a training table read ``chunk_rows`` file lines at a time."""
+    with open_text(path, str(path), "data.path") as handle:
+        return list(read_training_table(source, "tsv", handle, str(path), "data", chunk_rows))
+
+
+def chunked_error(path: Path, source: DataSource, chunk_rows: int = 2) -> str:
+    with pytest.raises(SpecError) as info:
+        chunked(path, source, chunk_rows)
+    return str(info.value)
+
+
+def test_a_table_read_in_chunks_gives_the_same_rows_and_lines(tmp_path: Path) -> None:
+    lines = real_lines(DREAM, 9)
+    lines[4:4] = ["", ""]  # blank lines across a chunk boundary still count
+    f = tmp_path / "x.tsv.gz"
+    f.write_bytes(gzip.compress("".join(line + "\n" for line in lines).encode()))
+    source = DataSource(path="x.tsv.gz", group_column="cluster", where={"cluster": [15677, 1]})
+    whole = load(source, base_dir=tmp_path)
+    parts = chunked(f, source)
+    assert len(parts) > 3 and sum(len(p.sequences) for p in parts) == len(whole)
+    np.testing.assert_array_equal(np.concatenate([p.encode(112, False, "x") for p in parts]), whole.tokens)
+    np.testing.assert_array_equal(np.concatenate([p.values for p in parts]), whole.values)
+    np.testing.assert_array_equal(as_group_labels(np.concatenate([p.groups for p in parts])), whole.groups)
+    kept = [i + 1 for i, line in enumerate(lines) if line.endswith("\t15677")]
+    assert np.concatenate([p.lines for p in parts]).tolist() == kept
+
+
+def test_chunked_errors_name_the_file_line(tmp_path: Path) -> None:
+    lines = two_columns(real_lines(n=8))
+    f = write(tmp_path / "x.tsv", [*lines[:6], lines[6] + "\t1.0", *lines[7:]])
+    assert chunked_error(f, DataSource(path="x.tsv")) == f"{f}:7: 3 fields, but the header has 2"
+    write(f, [*lines[:7], lines[7].split("\t")[0] + "\tNaN", *lines[8:]])
+    assert chunked_error(f, DataSource(path="x.tsv")) == f"{f}:8: empty or non-numeric value in column 'expression'"
+    msg = chunked_error(f, DataSource(path="x.tsv", where={"expression": -1}))
+    assert msg == f"{f}: data.where: no rows left where expression == -1 (of 8 rows)"
+    write(f, ["  ", "", "\t"])
+    assert chunked_error(f, DataSource(path="x.tsv"), 1) == f"{f}: file is empty"
+    write(f, [lines[0], "", ""])
+    assert chunked_error(f, DataSource(path="x.tsv"), 1) == f"{f}: no data rows, only a header"
+    f.write_bytes(("\n".join(lines[:6]) + "\nAC\xe9GT\t1.0\n").encode("latin-1"))
+    assert chunked_error(f, DataSource(path="x.tsv")) == f"{f}:7: not UTF-8 text (is this a binary or compressed file?)"
+
+
+def test_group_labels_are_numbers_only_if_every_chunk_s_are(tmp_path: Path) -> None:
+    groups = ["g", "007", "2", "3", "4", "5", "x"]
+    lines = [f"{line}\t{g}" for line, g in zip(two_columns(real_lines(n=6)), groups, strict=True)]
+    f = write(tmp_path / "x.tsv", lines)
+    source = DataSource(path="x.tsv", group_column="g")
+    labels = as_group_labels(np.concatenate([p.groups for p in chunked(f, source)]))
+    assert labels.tolist() == ["007", "2", "3", "4", "5", "x"]
+    np.testing.assert_array_equal(load(source, base_dir=tmp_path).groups, labels)
+    write(f, lines[:-1])
+    assert as_group_labels(np.concatenate([p.groups for p in chunked(f, source)])).tolist() == [7, 2, 3, 4, 5]

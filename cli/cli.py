@@ -15,6 +15,7 @@ from typing import Any
 
 from crmlab import options
 from crmlab.registry.errors import CrmlabError
+from crmlab.runners.quiet import import_keras_quietly
 
 __all__ = [
     "build_parser",
@@ -37,33 +38,29 @@ def _use_backend(backend: str | None) -> None:
         if loaded is not None and loaded.config.backend() != backend:
             raise CrmlabError(f"--backend: Keras is already running on {loaded.config.backend()}")
         os.environ["KERAS_BACKEND"] = backend
-    _import_keras_quietly()
+    import_keras_quietly()
 
 
-def _import_keras_quietly() -> None:
-    """Import Keras (and TensorFlow) with the C++ start-up log lines they write to stderr silenced.
-
-    Those lines cannot be turned off by TF_CPP_MIN_LOG_LEVEL in current TensorFlow; without this an error report
-    would not be the single line the CLI promises. Python exceptions raised by the import still propagate.
-    """
-    if "keras" in sys.modules:
+def _place(args: argparse.Namespace) -> None:
+    """Plan where ``--jobs`` / ``--workers`` processes run (:mod:`crmlab.runners.placement`) into ``args.slots``;
+    must run before Keras is imported. With several workers this process keeps off every accelerator (it only
+    loads the study and collects results); a single worker is this process, restricted to its slot's GPUs."""
+    if not hasattr(args, "gpus_per_run"):
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import keras
+    from crmlab.runners.placement import detect_gpus, hide_accelerators, placement_text, plan_slots
 
-        if keras.config.backend() == "tensorflow":
-            import tensorflow as tf
+    gpus = detect_gpus()
+    jobs = args.jobs if hasattr(args, "jobs") else args.workers
+    args.slots = plan_slots(gpus, jobs, args.gpus_per_run, args.runs_per_gpu)
+    if len(args.slots) > 1:
+        hide_accelerators()
+        print(placement_text(args.slots, gpus), flush=True)
+    elif args.slots[0].gpus and (args.gpus_per_run or args.runs_per_gpu):
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(args.slots[0].gpus)
 
-            tf.config.list_physical_devices()  # device discovery logs (e.g. cuInit without a driver) go here
-            tf.get_logger().setLevel("ERROR")  # retracing notices when predicting test sets of several sizes
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+
+def _progress(line: str) -> None:
+    print(line, flush=True)
 
 
 def cmd_blocks(args: argparse.Namespace) -> int:
@@ -134,6 +131,7 @@ def _print_nodes(model: Any, spec: Any) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a study: stages, test metrics, MLflow run."""
+    from crmlab.runners.manifest import Owner, record_study
     from crmlab.runners.study import checked_runs_dir, load_train_study
     from crmlab.runners.tracking import Tracker
     from crmlab.runners.train import train_run
@@ -141,6 +139,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     runs_dir = checked_runs_dir(args.runs_dir)
     loaded = load_train_study(args.study, args.set, assemble=True)
     tracker = None if args.no_mlflow else Tracker(args.tracking_uri, loaded.study.name)
+    owner = Owner(loaded.study.name, "train")
+    record_study(runs_dir, owner, "start")
     result = train_run(
         loaded.graph,
         loaded.study.recipe,
@@ -149,8 +149,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         runs_dir,
         tracker=tracker,
         run_name=loaded.study.name,
-        verbose=args.verbose,
+        verbose=args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2),
+        owner=owner,
     )
+    record_study(runs_dir, owner, "finish")
     print(f"run {result.run_key} ({result.run_dir}); MLflow run {result.mlflow_run_id or '-'}")
     if result.validation:
         v = result.validation
@@ -166,7 +168,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     """Run an ablation study (variants x seeds), then print and write the comparison."""
     from crmlab.runners.study import checked_runs_dir
-    from crmlab.search.ablation import load_ablation, run_ablation
+    from crmlab.search.ablation import load_ablation
+    from crmlab.search.ablation_train import run_ablation
     from crmlab.search.report import table_text
     from crmlab.search.seeds import seeds_text
 
@@ -174,7 +177,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     ablation = load_ablation(args.study, args.set)
     names = ", ".join(f"{v.name} ({v.parameters:,} params)" for v in ablation.variants)
     print(f"{ablation.doc.name}: {len(ablation.variants)} variants x {seeds_text(ablation.doc.seeds)}: {names}")
-    _, rows, report = run_ablation(ablation, runs_dir, args.tracking_uri, jobs=args.jobs, mlflow=not args.no_mlflow)
+    _, rows, report = run_ablation(
+        ablation, runs_dir, args.tracking_uri, mlflow=not args.no_mlflow, slots=args.slots, progress=_progress
+    )
     print(table_text(rows))
     print(f"report: {report}")
     for (name, seed), reason in ablation.failed.items():
@@ -215,8 +220,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
         mlflow=not args.no_mlflow,
         storage=args.storage,
-        workers=args.workers,
-        progress=_silent if args.quiet else lambda line: print(line, flush=True),
+        workers=len(args.slots),
+        slots=args.slots,
+        progress=_silent if args.quiet else _progress,
     )
     backend = BACKENDS[doc.backend]()
     backend.check_options(options)
@@ -300,16 +306,25 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[*study, options.no_mlflow(), options.runs_dir()],
     )
     p.add_argument("study", help="train study YAML (e.g. studies/train_small.yaml)")
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress: 0 none, 1 bar, 2 line")
+    p.add_argument(
+        "--verbose",
+        type=int,
+        choices=[0, 1, 2],
+        help="Keras progress: 0 none, 1 bar, 2 a line per epoch (default: 1 on a terminal, else 2)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
         "ablate",
         help="run an ablation study (kind: ablation) and compare it against canonical",
-        parents=[*study, options.runs_dir(), options.no_mlflow()],
+        parents=[*study, options.runs_dir(), options.no_mlflow(), options.placement("--jobs")],
     )
     p.add_argument("study", help="ablation study YAML (e.g. studies/quickstart.yaml)")
-    p.add_argument("--jobs", type=options.positive_int, default=1, help="train runs in N parallel processes")
+    p.add_argument(
+        "--jobs",
+        type=options.positive_int,
+        help="train runs in N worker processes (default: one per GPU group times --runs-per-gpu; 1 without GPUs)",
+    )
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser(
@@ -323,11 +338,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "search",
         help="search a space of variants (kind: search) with Optuna or KerasTuner",
-        parents=[*study, options.no_mlflow(), options.runs_dir()],
+        parents=[*study, options.no_mlflow(), options.runs_dir(), options.placement("--workers")],
     )
     p.add_argument("study", help="search study YAML (e.g. studies/quick_search.yaml)")
     p.add_argument("--storage", help="Optuna storage URL, shared by workers (default: sqlite:///<runs-dir>/optuna.db)")
-    p.add_argument("--workers", type=options.positive_int, default=1, help="run trials in N local worker processes")
+    p.add_argument(
+        "--workers",
+        type=options.positive_int,
+        help="run trials in N local worker processes (default: one per GPU group times --runs-per-gpu; 1 without GPUs)",
+    )
     p.add_argument("--export", metavar="BEST.yaml", help="write the best trial as a train study (+ BEST.graph.yaml)")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-trial progress lines")
     p.set_defaults(func=cmd_search)
@@ -352,9 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="CI size: batch 8 unless given, 2 timed steps, 1 warm-up")
     p.set_defaults(func=cmd_bench)
 
+    from crmlab import dashboard, runs
     from crmlab.interpret import add_parsers
 
     add_parsers(sub)  # predict, explain
+    runs.add_parser(sub)
+    dashboard.add_parser(sub)
     return parser
 
 
@@ -370,6 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return options.EXIT_USAGE
     try:
+        _place(args)
         _use_backend(getattr(args, "backend", None))
         return args.func(args)
     except CrmlabError as exc:

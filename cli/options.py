@@ -82,3 +82,18 @@ def runs_dir() -> argparse.ArgumentParser:
     parent = _parent()
     parent.add_argument("--runs-dir", help="run directories (default: CRMLAB_RUNS or ./crmlab-runs)")
     return parent
+
+
+def placement(workers: str) -> argparse.ArgumentParser:
+    """``--gpus-per-run`` and ``--runs-per-gpu``: how ``workers`` (``--jobs`` / ``--workers``) share the GPUs."""
+    parent = _parent()
+    parent.add_argument(
+        "--gpus-per-run", type=positive_int, metavar="K", help="GPUs per run, data-parallel inside it (default 1)"
+    )
+    parent.add_argument(
+        "--runs-per-gpu",
+        type=positive_int,
+        metavar="M",
+        help=f"at most M {workers} processes share a GPU, each with 1/M of its memory (default: as {workers} needs)",
+    )
+    return parent

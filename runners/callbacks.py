@@ -114,9 +114,10 @@ class EpochControl(keras.callbacks.Callback):
 def log_pending(state: CheckpointState, tracker: Tracker | None) -> None:
     """Send committed epochs not yet in MLflow (after a kill, the resumed run catches up first).
 
-    Each epoch's metrics go as ``<metric>`` and ``<stage>.<metric>`` at step ``epoch index + 1``. Each point carries
-    its epoch's own timestamp, so a point sent twice (a kill between sending and committing ``logged``) is the
-    identical metric, which the tracking store keeps once.
+    Each epoch's metrics go once, as ``<stage>.<metric>`` at step = the epoch's number within its stage (1, 2, ...),
+    so every run's fine-tuning curve starts at step 1 and shares one x-axis, whether it was pretrained or not. Each
+    point carries its epoch's own timestamp, so a point sent twice (a kill between sending and committing
+    ``logged``) is the identical metric, which the tracking store keeps once.
     """
     if tracker is None:
         return
@@ -125,7 +126,7 @@ def log_pending(state: CheckpointState, tracker: Tracker | None) -> None:
         record = history[step]
         metrics = {k: record[k] for k in _METRIC_KEYS if k in record}
         scoped = {f"{record['stage']}.{k}": v for k, v in metrics.items()}
-        tracker.log_metrics({**scoped, **metrics}, step=step + 1, timestamp=record.get("time"))
+        tracker.log_metrics(scoped, step=record["epoch"], timestamp=record.get("time"))
     if state.data.get("logged", 0) != len(history):
         state["logged"] = len(history)
         state.commit()

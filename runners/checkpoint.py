@@ -4,8 +4,10 @@ weights a stage starts from, and the cache of finished stages that other runs re
 Layout of a run directory ``RUNS_DIR/<run key>/``: ``state.json`` names the current ``ckpt-<n>/`` folder (holding
 ``weights.npz``, ``optimizer.npz`` and ``best.npz``); replacing ``state.json`` atomically is the
 commit point, so a run killed at any moment finds a complete checkpoint. ``stage<i>-start.npz`` keeps the weights
-stage ``i`` started from (for ``keep_previous``). Finished stages are cached in ``RUNS_DIR/_stages/<stage key>/``
-(``weights.weights.h5`` and ``stage.json`` with the stage's normalisation and history).
+stage ``i`` started from (for ``keep_previous``), until that stage is committed. Finished stages are cached in
+``RUNS_DIR/_stages/<stage key>/`` (``weights.npz``, weights only: every stage starts with a fresh optimiser, and
+``stage.json`` with the stage's normalisation and history); caches written before as ``weights.weights.h5`` still
+load. A finished run's checkpoints are deleted (:mod:`crmlab.runners.retention`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from crmlab.runners.schedule import SCHEDULE_VARIABLE
 __all__ = [
     "BEST",
     "LEGACY",
+    "STAGE_WEIGHTS",
     "STATE_VERSION",
     "WEIGHTS",
     "CheckpointState",
@@ -46,6 +49,29 @@ BEST = "best.npz"
 """A checkpoint's best weights so far (early stopping restores them)."""
 LEGACY = {WEIGHTS: "weights.weights.h5", BEST: "best.weights.h5"}
 """The Keras weight files that checkpoints held before the ``.npz`` files; a run resumed from one still loads it."""
+STAGE_WEIGHTS = "weights.npz"
+"""A stage cache's weights (:func:`save_variables`; no optimiser state)."""
+_LEGACY_STAGE = "weights.weights.h5"
+
+
+def _fresh() -> dict[str, Any]:
+    return {
+        "version": STATE_VERSION,
+        "stage": 0,
+        "epoch": 0,
+        "best": None,
+        "wait": 0,
+        "history": [],
+        "norm": {},
+        "checkpoint": None,
+        "mlflow_run_id": None,
+        "finished": False,
+        "pruned": False,
+        "step_seconds": [],
+        "logged": 0,
+        "stage_keys": [],
+        "devices": None,
+    }
 
 
 class CheckpointState:
@@ -54,8 +80,11 @@ class CheckpointState:
     Read and set fields by key (``state["epoch"]``); :meth:`commit` writes them. The fields: ``version``,
     ``stage`` (stages finished), ``epoch`` (epochs finished in the current stage), ``best`` and ``wait`` (early
     stopping), ``history`` (one record per epoch), ``norm`` (``[mean, std]`` of the targets by stage name),
-    ``checkpoint`` (the current ``ckpt-<n>`` folder), ``mlflow_run_id``, ``finished``, ``step_seconds`` (seconds
-    per step, by epoch) and ``logged`` (history records sent to MLflow).
+    ``checkpoint`` (the current ``ckpt-<n>`` folder), ``mlflow_run_id``, ``finished``, ``pruned`` (its state was
+    dropped, see :func:`crmlab.runners.retention.drop_state`), ``step_seconds`` (seconds per step, by epoch),
+    ``logged`` (history records sent to MLflow), ``stage_keys`` (the run's stage keys, which name the stage
+    caches it may load) and ``devices`` (the data-parallel replicas it trains on; the global batch is the recipe's
+    batch times this).
 
     Args:
         run_dir: the run's directory; an existing ``state.json`` there is loaded.
@@ -64,20 +93,7 @@ class CheckpointState:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.path = run_dir / "state.json"
-        self.data: dict[str, Any] = {
-            "version": STATE_VERSION,
-            "stage": 0,
-            "epoch": 0,
-            "best": None,
-            "wait": 0,
-            "history": [],
-            "norm": {},
-            "checkpoint": None,
-            "mlflow_run_id": None,
-            "finished": False,
-            "step_seconds": [],
-            "logged": 0,
-        }
+        self.data: dict[str, Any] = _fresh()
         if self.path.exists():
             self.data.update(json.loads(self.path.read_text()))
 
@@ -87,6 +103,10 @@ class CheckpointState:
     def __setitem__(self, key: str, value: Any) -> None:
         self.data[key] = value
 
+    def reset(self, **fields: Any) -> None:
+        """Forget all progress (not committed until :meth:`commit`); ``fields`` set some fields of the fresh state."""
+        self.data = {**_fresh(), **fields}
+
     def commit(self) -> None:
         """Atomically replace ``state.json`` (the commit point of every checkpoint)."""
         tmp = self.path.with_suffix(".tmp")
@@ -94,7 +114,8 @@ class CheckpointState:
         os.replace(tmp, self.path)
 
     def checkpoint(self, model: keras.Model, optimizer: Any, best_improved: bool) -> None:
-        """Write weights, optimiser state and best weights to a new directory, then commit the state to it.
+        """Write weights, optimiser state and best weights to a new directory, then commit the state to it (the
+        previous checkpoint is removed: one rolling checkpoint; an unchanged best file is a hard link, not a copy).
 
         Args:
             model: the model whose weights to keep.
@@ -111,7 +132,7 @@ class CheckpointState:
         if optimizer is not None and optimizer.built:
             np.savez(new / "optimizer.npz", *[keras.ops.convert_to_numpy(v) for v in optimizer_state(optimizer)])
         if best_improved:
-            save_variables(model, new / BEST)
+            os.link(new / WEIGHTS, new / BEST)
         elif old and (self.run_dir / old / BEST).exists():
             os.link(self.run_dir / old / BEST, new / BEST)
         self.data["checkpoint"] = new.name
@@ -217,7 +238,7 @@ def store_stage(target: Path, model: keras.Model, state: CheckpointState, name: 
         return
     tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
-    model.save_weights(tmp / "weights.weights.h5")
+    save_variables(model, tmp / STAGE_WEIGHTS)
     history = [h for h in state["history"] if h["stage"] == name and "reused" not in h]
     (tmp / "stage.json").write_text(json.dumps({"norm": state["norm"][name], "history": history}))
     try:
@@ -228,8 +249,10 @@ def store_stage(target: Path, model: keras.Model, state: CheckpointState, name: 
 
 def load_stage(source: Path, model: keras.Model, state: CheckpointState, name: str) -> None:
     """Take a cached stage (see :func:`store_stage`): load its weights into ``model``, and its normalisation and
-    history into ``state``, each history record marked ``reused`` with the stage key (``source``'s name)."""
-    model.load_weights(source / "weights.weights.h5")
+    history into ``state``, each history record marked ``reused`` with the stage key (``source``'s name); a cache
+    written as a Keras ``.weights.h5`` file still loads."""
+    weights = source / STAGE_WEIGHTS
+    load_variables(model, weights if weights.exists() else source / _LEGACY_STAGE)
     saved = json.loads((source / "stage.json").read_text())
     state["norm"][name] = saved["norm"]
     state["history"].extend({**h, "reused": source.name} for h in saved["history"])

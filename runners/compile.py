@@ -51,6 +51,7 @@ def compile_for_training(
         loss=loss_function(recipe),
         metrics=[keras.metrics.R2Score(name="r2"), PearsonR(), keras.metrics.MeanSquaredError(name="mse")],
         jit_compile=recipe.jit_compile,
+        steps_per_execution=recipe.steps_per_execution,
     )
     return optimizer, lr
 

@@ -33,7 +33,16 @@ __all__ = ["CACHE_SIZE", "COMPILE_FIELDS", "TrainingModel", "clear_training_mode
 
 CACHE_SIZE = 4
 """Compiled models kept per process (an ablation's canonical, no_transformer and no_se graphs fit)."""
-COMPILE_FIELDS = ("loss", "optimizer", "weight_decay", "clipnorm", "precision", "strategy", "jit_compile")
+COMPILE_FIELDS = (
+    "loss",
+    "optimizer",
+    "weight_decay",
+    "clipnorm",
+    "precision",
+    "strategy",
+    "jit_compile",
+    "steps_per_execution",
+)
 """Recipe fields that compiling reads (with the graph and backend, the cache key)."""
 
 _CACHE: OrderedDict[str, TrainingModel] = OrderedDict()

@@ -12,7 +12,15 @@ import keras
 
 from crmlab.registry.errors import SpecError
 
-__all__ = ["Distribution", "make_distribution"]
+__all__ = ["MULTI_WORKER_UNSUPPORTED", "Distribution", "make_distribution"]
+
+MULTI_WORKER_UNSUPPORTED = (
+    "multi_worker: Keras {keras} cannot train under TensorFlow's MultiWorkerMirroredStrategy (fit fails on its "
+    "PerReplica batches, with a PyDataset and with a tf.data.Dataset alike); train on every GPU of one machine with "
+    "--backend jax and strategy: data_parallel (or mirrored on TensorFlow); training across processes or machines "
+    "is not supported yet"
+)
+"""Why ``strategy: multi_worker`` (or ``auto`` with ``TF_CONFIG`` set) is refused on TensorFlow, with what to use."""
 
 
 @dataclass
@@ -41,7 +49,7 @@ def _tf_strategy(name: str) -> Distribution:
         if os.environ.get("TPU_NAME") or os.environ.get("COLAB_TPU_ADDR"):
             name = "tpu"
         elif os.environ.get("TF_CONFIG"):
-            name = "multi_worker"
+            name = "multi_worker"  # refused below, rather than silently training alone
         else:
             name = "mirrored" if len(gpus) > 1 else "none"
     if name == "none":
@@ -51,7 +59,7 @@ def _tf_strategy(name: str) -> Distribution:
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         strategy = tf.distribute.MirroredStrategy(devices=devices)
     elif name == "multi_worker":
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        raise SpecError("", "recipe.strategy", MULTI_WORKER_UNSUPPORTED.format(keras=keras.__version__))
     elif name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME", ""))
         tf.config.experimental_connect_to_cluster(resolver)

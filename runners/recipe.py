@@ -22,6 +22,7 @@ from crmlab.runners.sources import DataSource
 
 __all__ = [
     "MONITORS",
+    "OPERATIONAL",
     "EarlyStopping",
     "Loss",
     "Recipe",
@@ -40,6 +41,9 @@ __all__ = [
 ]
 
 MONITORS = ("val_loss", "val_r2", "val_pearson_r", "val_mse")
+
+OPERATIONAL = frozenset({"steps_per_execution"})
+"""Recipe fields that change how a run is executed, not its result: left out of run and stage keys."""
 
 
 class Strict(BaseModel):
@@ -138,6 +142,11 @@ class Recipe(Strict):
     ``seed`` fixes the data split and the batch order; ``init_seed`` (default: ``seed``) fixes weight initialisation
     and the dropout streams, so two runs that differ only in ``init_seed`` see the same data in the same order (an
     ablation's A/A control). Left unset it is not part of the run key, which keeps the keys of existing runs.
+
+    ``steps_per_execution`` runs that many training steps per call into the compiled step function (Keras'
+    ``compile(steps_per_execution=...)``), which saves the per-step dispatch on an accelerator. It changes how steps
+    are launched, not what they compute, so it is an operational setting and never part of a run key
+    (:data:`OPERATIONAL`).
     """
 
     seed: int = 0
@@ -154,6 +163,7 @@ class Recipe(Strict):
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
     strategy: Literal["auto", "none", "mirrored", "multi_worker", "tpu", "data_parallel"] = "auto"
     jit_compile: bool | Literal["auto"] = "auto"
+    steps_per_execution: int = Field(default=1, ge=1)
     reverse_complement: bool = False
     average_reverse_complement: bool = False
     deterministic: bool = False

@@ -14,7 +14,7 @@ from typing import Any
 
 from crmlab.registry.spec import GraphSpec
 from crmlab.runners.datasets import Dataset
-from crmlab.runners.recipe import Recipe
+from crmlab.runners.recipe import OPERATIONAL, Recipe
 
 __all__ = ["data_hashes", "digest", "recipe_fields", "run_key", "stage_keys"]
 
@@ -52,10 +52,11 @@ def run_key(graph: GraphSpec, recipe: Recipe, data_hashes: dict[str, str]) -> st
 
 
 def recipe_fields(recipe: Recipe, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """The recipe as hashed into keys: every field but ``exclude``, and ``init_seed`` only when it is set (a recipe
-    without it hashes as it did before the field existed)."""
+    """The recipe as hashed into keys: every field but ``exclude`` and the operational ones
+    (:data:`~crmlab.runners.recipe.OPERATIONAL`), and ``init_seed`` only when it is set (a recipe without it hashes
+    as it did before the field existed)."""
     unset = {"init_seed"} if recipe.init_seed is None else set()
-    return recipe.model_dump(mode="json", exclude=set(exclude) | unset)
+    return recipe.model_dump(mode="json", exclude=set(exclude) | unset | OPERATIONAL)
 
 
 def stage_keys(graph: GraphSpec, recipe: Recipe, datasets: dict[str, Dataset], replicas: int) -> list[str]:

@@ -3,6 +3,10 @@
 The default store is local and embedded: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///mlflow.db`` in the
 working directory with artifacts under ``./mlartifacts``; no server to start. ``--tracking-uri`` points elsewhere
 (e.g. ``http://127.0.0.1:5000`` for a ``mlflow server``).
+
+Artifacts that are files of a run folder (``model.keras``, ``result.json``, ...) are hard-linked into a local artifact
+store on the same file system instead of copied (:meth:`Tracker.log_artifact`): the store lists and serves them as
+usual, and the disk holds one copy. Elsewhere (a server, another file system) they are uploaded.
 """
 
 from __future__ import annotations
@@ -12,13 +16,24 @@ import logging
 import math
 import os
 import subprocess
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from crmlab.registry.errors import CrmlabError
 
-__all__ = ["PARAM_VALUE_LIMIT", "Tracker", "default_tracking_uri", "flatten", "git_commit"]
+__all__ = [
+    "DIGEST_LENGTH",
+    "EXPERIMENT_KIND",
+    "EXPERIMENT_KIND_TAG",
+    "PARAM_VALUE_LIMIT",
+    "Tracker",
+    "default_tracking_uri",
+    "flatten",
+    "git_commit",
+]
 
 PARAM_VALUE_LIMIT = 6000
 
@@ -63,6 +78,13 @@ def _quick_failure() -> Iterator[None]:
             os.environ.pop(k, None)
 
 
+DIGEST_LENGTH = 36
+"""Hex digits of a data set's content hash shown as its MLflow dataset digest (the field's size)."""
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""Experiment tag value that makes the MLflow 3 UI open an experiment on its runs (not on GenAI traces)."""
+
+
 class Tracker:
     """One MLflow run: created (or resumed by id), logged to, ended.
 
@@ -90,6 +112,8 @@ class Tracker:
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifacts)
             else:
                 self.experiment_id = found.experiment_id
+            if found is None or EXPERIMENT_KIND_TAG not in found.tags:  # the UI opens on runs, not GenAI traces
+                self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         except Exception as exc:  # connection refused, bad URI, ...: a user-fixable input
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CrmlabError(f"--tracking-uri: cannot use MLflow tracking store {self.uri}: {first}") from None
@@ -148,7 +172,59 @@ class Tracker:
             self.client.set_tag(self.run_id, k, str(v))
 
     def log_artifact(self, path: Path, subdir: str | None = None) -> None:
+        """Log the file ``path`` (under ``subdir``): hard-linked into a local artifact store on the same file system
+        (one copy on disk), else copied or uploaded by MLflow."""
+        target = self._local_artifacts()
+        if target is not None:
+            dest = target / (subdir or "") / Path(path).name
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.unlink(missing_ok=True)
+                os.link(path, dest)
+                return
+            except OSError:  # another file system, or links not supported: MLflow copies it
+                pass
         self.client.log_artifact(self.run_id, str(path), subdir)
+
+    def _local_artifacts(self) -> Path | None:
+        """The run's artifact folder when the store is a local ``file:`` folder, else ``None``."""
+        uri = self.client.get_run(self.run_id).info.artifact_uri or ""
+        parsed = urllib.parse.urlparse(uri)
+        if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+            return None
+        return Path(urllib.request.url2pathname(parsed.path))
+
+    def log_datasets(self, datasets: list[tuple[str, str, int, str]]) -> None:
+        """Record the data sets a run used as its MLflow inputs (the UI's Datasets column).
+
+        Args:
+            datasets: ``(name, content hash, rows, context)`` each; context ``training``, ``validation`` or
+                ``test``. The digest shown is the content hash's first :data:`DIGEST_LENGTH` hex digits (MLflow's
+                digest field holds 36 characters), the same hash the run key is made of.
+        """
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = [
+            DatasetInput(
+                Dataset(name, digest[:DIGEST_LENGTH], "crmlab", name, profile=json.dumps({"num_rows": rows})),
+                [InputTag("mlflow.data.context", context)],
+            )
+            for name, digest, rows, context in datasets
+        ]
+        self.client.log_inputs(self.run_id, datasets=inputs)
+
+    def log_table(self, columns: Mapping[str, list[Any]], artifact_file: str) -> None:
+        """A table artifact (MLflow's ``log_table``), which the UI shows as a sortable table.
+
+        Args:
+            columns: column name -> values (equal lengths).
+            artifact_file: its name in the run's artifacts (``.json``).
+        """
+        import pandas as pd
+
+        self.client.log_table(self.run_id, pd.DataFrame(dict(columns)), artifact_file)
 
     def end(self, status: str = "FINISHED") -> None:
         if self.run_id is not None:

@@ -7,7 +7,9 @@ replacing ``state.json`` (:mod:`crmlab.runners.checkpoint`), so a run killed at 
 completed epoch with the same command, in the same MLflow run. The stages run in order; a stage whose key another
 run has already trained is loaded from the stage cache. After the last stage the model is exported (strand averaging,
 target scale), evaluated on the test sets and on the last stage's validation split, and its outputs written
-(:mod:`crmlab.runners.outputs`).
+(:mod:`crmlab.runners.outputs`). Once they are written and MLflow has them, the run's resumable state is deleted
+(:mod:`crmlab.runners.retention`; ``CRMLAB_KEEP_STATE=1`` keeps it). A run started for a study is recorded in the
+runs folder's manifest (:mod:`crmlab.runners.manifest`).
 
 Determinism: Python, NumPy and backend seeds are set from ``recipe.stream_seed`` (``init_seed``, or ``seed``), data
 splits and batch order depend on ``recipe.seed`` alone. Weight initialisation is reproducible; kernels of the backend
@@ -17,8 +19,9 @@ determinism; slower).
 
 from __future__ import annotations
 
-import fcntl
+import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ import keras
 import numpy as np
 
 from crmlab.blocks.assemble import parameter_counts
+from crmlab.registry.errors import CrmlabError
 from crmlab.registry.spec import GraphSpec
 from crmlab.runners.callbacks import EpochControl, EpochHook, log_pending
 from crmlab.runners.checkpoint import (
@@ -45,14 +49,17 @@ from crmlab.runners.compile import loss_function
 from crmlab.runners.compiled import TrainingModel, training_model
 from crmlab.runners.datasets import Dataset, split
 from crmlab.runners.distribute import Distribution
+from crmlab.runners.manifest import Owner, record_run
 from crmlab.runners.metrics import regression_metrics
 from crmlab.runners.outputs import RunResult, load_result, write_outputs
 from crmlab.runners.pipeline import Batches
+from crmlab.runners.placement import current_slot, record_placement
 from crmlab.runners.recipe import Recipe, Stage
+from crmlab.runners.retention import clean_finished, drop_state, keep_state, run_lock
 from crmlab.runners.runkey import data_hashes, digest, run_key, stage_keys
 from crmlab.runners.tracking import Tracker, flatten, git_commit
 
-__all__ = ["RunContext", "final_validation", "predict", "train_run"]
+__all__ = ["ALLOW_DEVICE_CHANGE", "RunContext", "final_validation", "predict", "train_run"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,7 @@ def train_run(
     tags: dict[str, str] | None = None,
     epoch_hook: EpochHook | None = None,
     verbose: int | str = "auto",
+    owner: Owner | None = None,
 ) -> RunResult:
     """Train ``graph`` with ``recipe`` on ``datasets`` (stages name them) and evaluate on ``tests``.
 
@@ -112,8 +120,11 @@ def train_run(
         tags: extra MLflow tags.
         epoch_hook: called after every epoch (once it is checkpointed) with (stage name, epoch, logs); may raise
             to stop the run (pruning, a budget); an exception with an ``mlflow_status`` attribute ends the MLflow
-            run with that status (e.g. ``KILLED`` for a pruned trial), any other ends it ``FAILED``.
+            run with that status (e.g. ``KILLED`` for a pruned trial), any other ends it ``FAILED``; one with a true
+            ``drop_state`` attribute (a pruned trial, which never resumes) drops the run's state before the lock
+            is released, so the same run started again trains from its first epoch.
         verbose: Keras progress bar setting.
+        owner: the study that starts the run, recorded in the runs folder's manifest (``None``: not recorded).
 
     Returns:
         The :class:`~crmlab.runners.outputs.RunResult`; a run found finished in ``runs_dir`` is returned without
@@ -122,16 +133,26 @@ def train_run(
     key = run_key(graph, recipe, data_hashes(datasets, tests))
     run_dir = Path(runs_dir) / key
     run_dir.mkdir(parents=True, exist_ok=True)
+    if owner is not None:
+        record_run(Path(runs_dir), owner, key, data_hashes(datasets, tests).values())
     ctx = RunContext(graph, recipe, datasets, tests, run_dir, key, tracker, run_name, tags, epoch_hook, verbose)
-    with open(run_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process with the same run waits, then finds it finished
+    with run_lock(run_dir):  # a second process with the same run waits, then finds it finished
         return _locked_run(ctx)
+
+
+ALLOW_DEVICE_CHANGE = "CRMLAB_ALLOW_DEVICE_CHANGE"
+"""Set to 1 to resume a run on another device count than it started on (its global batch then changes)."""
 
 
 def _locked_run(ctx: RunContext) -> RunResult:
     state = CheckpointState(ctx.run_dir)
     if state["finished"]:
+        if not keep_state():
+            clean_finished(ctx.run_dir)  # after a kill during the clean-up
         return load_result(ctx.run_dir, ctx.key)
+    if state["pruned"]:  # its state was dropped: it starts again from its first epoch
+        state["pruned"] = False
+        state.commit()
 
     recipe, tracker = ctx.recipe, ctx.tracker
     keras.utils.set_random_seed(recipe.stream_seed)
@@ -143,6 +164,12 @@ def _locked_run(ctx: RunContext) -> RunResult:
     compiled = training_model(ctx.graph, recipe)
     model, dist = compiled.model, compiled.dist
     counts = parameter_counts(model)
+    _check_devices(ctx, state, dist.replicas)
+    slot = current_slot()
+    if slot is not None:  # a worker process (--jobs, --workers): what it was given and what it sees
+        seen = ",".join(record_placement(ctx.run_dir, slot)["devices"])
+        placed = {"crmlab.placement": slot.describe(), "crmlab.placement.devices": seen}
+        ctx = dataclasses.replace(ctx, tags={**(ctx.tags or {}), **placed})
 
     if tracker is not None:
         _start_tracking(ctx, tracker, state, dist, counts)
@@ -152,15 +179,36 @@ def _locked_run(ctx: RunContext) -> RunResult:
         if tracker is not None:
             status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
             tracker.end(getattr(exc, "mlflow_status", status))
+        if getattr(exc, "drop_state", False):
+            drop_state(state)
         raise
     result.parameters = counts
     result.run_key, result.run_dir, result.mlflow_run_id = ctx.key, ctx.run_dir, state["mlflow_run_id"]
     write_outputs(result, ctx.graph, recipe, tracker)
+    keep = keep_state()
     state["finished"] = True
+    if not keep:
+        state["checkpoint"] = None
     state.commit()
     if tracker is not None:
         tracker.end("FINISHED")
+    if not keep:
+        clean_finished(ctx.run_dir)
     return result
+
+
+def _check_devices(ctx: RunContext, state: CheckpointState, replicas: int) -> None:
+    """Record the replicas a run trains on (committed with its first checkpoint). A run resumed on another count
+    would change its global batch, so its result, midway: refused unless ``CRMLAB_ALLOW_DEVICE_CHANGE=1``."""
+    before = state["devices"]
+    if before is not None and before != replicas and os.environ.get(ALLOW_DEVICE_CHANGE) != "1":
+        batch = ctx.recipe.batch_size
+        raise CrmlabError(
+            f"{ctx.run_dir}: this run started on {before} device(s) (global batch {batch * before}) and this process "
+            f"has {replicas} (global batch {batch * replicas}); resume it on {before}, or set "
+            f"{ALLOW_DEVICE_CHANGE}=1 to go on with the new global batch"
+        )
+    state["devices"] = replicas
 
 
 def _start_tracking(
@@ -187,9 +235,23 @@ def _start_tracking(
     run_id = state["mlflow_run_id"] or tracker.unfinished_run(mine)
     state["mlflow_run_id"] = tracker.start(ctx.run_name or graph.name, all_tags, run_id)
     state.commit()
+    if run_id is None:  # a new MLflow run: the data it trains, validates and tests on, as its inputs
+        tracker.log_datasets(_inputs(ctx))
     tracker.log_params(flatten({"graph": graph.to_dict(), "recipe": ctx.recipe.model_dump(mode="json")}))
     tracker.log_params({"parameters.total": counts["total"], "parameters.trainable": counts["trainable"]})
     log_pending(state, tracker)
+
+
+def _inputs(ctx: RunContext) -> list[tuple[str, str, int, str]]:
+    """``(name, content hash, rows, context)`` of the stages' training and validation sets and the test sets."""
+    used: dict[str, str] = {}
+    for stage in ctx.recipe.stages:
+        used.setdefault(stage.data, "training")
+        if stage.split.validation:
+            used.setdefault(stage.split.validation, "validation")
+    found = [(name, ctx.datasets[name], context) for name, context in used.items()]
+    found += [(name, ds, "test") for name, ds in ctx.tests.items()]
+    return [(name, ds.content_hash, len(ds), context) for name, ds, context in found]
 
 
 def _train_stages(ctx: RunContext, compiled: TrainingModel, state: CheckpointState) -> RunResult:
@@ -199,6 +261,7 @@ def _train_stages(ctx: RunContext, compiled: TrainingModel, state: CheckpointSta
     if resumed is not None:
         load_variables(model, resumed)
     keys = stage_keys(ctx.graph, recipe, ctx.datasets, dist.replicas)
+    state["stage_keys"] = keys  # committed with the next checkpoint; names the stage caches this run may load
     cache_root = state.run_dir.parent / "_stages"
     for index, stage in enumerate(recipe.stages):
         if index < state["stage"]:
@@ -212,6 +275,7 @@ def _train_stages(ctx: RunContext, compiled: TrainingModel, state: CheckpointSta
         _train_stage(ctx, compiled, state, index, stage)
         state["stage"], state["epoch"], state["best"], state["wait"] = index + 1, 0, None, 0
         state.checkpoint(model, None, best_improved=True)
+        (state.run_dir / f"stage{index}-start.npz").unlink(missing_ok=True)  # mixed in; the stage is committed
         if index < len(recipe.stages) - 1:
             store_stage(cached, model, state, stage.name)
     return _export_and_evaluate(ctx, compiled, state)

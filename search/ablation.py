@@ -1,38 +1,27 @@
 """Ablation studies (``kind: ablation``): every variant is the base spec + a patch, trained by the same runner.
 
-Flow: load and validate the study; apply each variant's patch to the base graph and recipe; validate *and
+This module loads a study: validate it; apply each variant's patch to the base graph and recipe; validate *and
 assemble* every variant before any training (a broken variant stops everything with
-``FILE: variants.NAME.key: message``); train variants x seeds (canonical always included) with
-:func:`crmlab.runners.train.train_run`, whose run keys make a re-run skip finished runs and resume the unfinished one;
-compare against canonical (:mod:`crmlab.search.report`).
-
-MLflow: one parent run per study (its id is kept beside the runs so a re-run reuses it), one child run per
-variant x seed linked by the ``mlflow.parentRunId`` tag and tagged with variant, seed, patch and parameter delta.
+``FILE: variants.NAME.key: message``); and :func:`collect` its finished runs. Training the variants x seeds
+(canonical always included) and comparing against canonical is :mod:`crmlab.search.ablation_train`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import multiprocessing
-import os
-import threading
-import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
-from crmlab.registry import core, yamlio
+from crmlab.registry import core
 from crmlab.registry.errors import Issue, SpecErrors
 from crmlab.registry.spec import GraphSpec, parse_graph
 from crmlab.registry.validate import resolve_graph
 from crmlab.registry.variants import Patch, apply_patch, check_leave_one_out, parse_patch
 from crmlab.runners.datasets import Dataset
-from crmlab.runners.outputs import RunResult, TrainingFailed
+from crmlab.runners.outputs import RunResult
 from crmlab.runners.recipe import Recipe, Strict, StudyDoc, parse_recipe
 from crmlab.runners.runkey import digest
 from crmlab.runners.study import (
@@ -44,8 +33,8 @@ from crmlab.runners.study import (
     load_data,
     read_study,
 )
-from crmlab.search.report import CONTROL, REFERENCE, compare, log_comparison, write_all
-from crmlab.search.seeds import SeedPlan, SeedsField, all_seeds, plan_seeds
+from crmlab.search.report import CONTROL, REFERENCE
+from crmlab.search.seeds import SeedsField, all_seeds, plan_seeds
 
 __all__ = [
     "ANALYSIS_FIELDS",
@@ -58,9 +47,6 @@ __all__ = [
     "Variant",
     "collect",
     "load_ablation",
-    "parent_run",
-    "run_ablation",
-    "run_one",
     "state_path",
 ]
 
@@ -239,73 +225,6 @@ def state_path(runs_dir: Path, ablation: Ablation) -> Path:
     return runs_dir / "_studies" / f"{ablation.doc.name}-{ablation.key}.json"
 
 
-def parent_run(ablation: Ablation, runs_dir: Path, tracking_uri: str | None) -> tuple[Any, str]:
-    """The study's MLflow parent run (created once, reopened by later invocations)."""
-    from crmlab.runners.tracking import Tracker, flatten
-
-    state_file = state_path(runs_dir, ablation)
-    state = json.loads(state_file.read_text()) if state_file.exists() else {}
-    tracker = Tracker(tracking_uri, ablation.doc.name)
-    tags = {
-        "crmlab.kind": "ablation",
-        "crmlab.study_key": ablation.key,
-        "crmlab.study": str(ablation.path),
-        "crmlab.runs_dir": str(runs_dir.resolve()),
-    }
-    # a kill between creating the parent run and writing its id leaves it RUNNING: reopen it, make no second one
-    reopen = state.get("parent_run_id") or tracker.unfinished_run(
-        {k: tags[k] for k in ("crmlab.study_key", "crmlab.runs_dir")}
-    )
-    run_id = tracker.start(f"{ablation.doc.name} (study)", tags, reopen)
-    if not state:
-        tracker.log_params(
-            flatten(
-                {
-                    "seeds": ablation.doc.model_dump(mode="json")["seeds"],
-                    "variants": [v.name for v in ablation.variants],
-                }
-            )
-        )
-        state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"parent_run_id": run_id}))
-        os.replace(tmp, state_file)
-    return tracker, run_id
-
-
-def run_one(
-    ablation: Ablation, name: str, seed: int, runs_dir: Path, tracking_uri: str | None, parent_id: str | None
-) -> RunResult:
-    """Train (or fetch, if finished) one variant x seed."""
-    from crmlab.runners.tracking import Tracker
-    from crmlab.runners.train import train_run
-
-    v = ablation.variant(name)
-    recipe = ablation.run_recipe(name, seed)
-    tracker, tags = None, {}
-    if parent_id is not None:
-        tracker = Tracker(tracking_uri, ablation.doc.name)
-        reference = ablation.variant(REFERENCE).parameters
-        tags = {
-            "mlflow.parentRunId": parent_id,
-            "crmlab.variant": name,
-            "crmlab.seed": str(seed),
-            "crmlab.patch": yamlio.dumps(v.patch.model_dump(exclude_defaults=True)) or "{}",
-            "crmlab.parameter_delta": str(v.parameters - reference),
-        }
-    return train_run(
-        v.graph,
-        recipe,
-        ablation.datasets,
-        ablation.tests,
-        runs_dir,
-        tracker=tracker,
-        run_name=f"{name} seed={seed}",
-        tags=tags,
-        verbose=0,
-    )
-
-
 def collect(ablation: Ablation, runs_dir: Path) -> tuple[dict[tuple[str, int], RunResult], list[str]]:
     """Finished results of the study (nothing is trained) and the names of the runs still missing.
 
@@ -324,146 +243,3 @@ def collect(ablation: Ablation, runs_dir: Path) -> tuple[dict[tuple[str, int], R
     plan = plan_seeds(ablation, results)
     used = {(n, s) for n, seeds in plan.seeds.items() for s in seeds}
     return {k: r for k, r in results.items() if k in used}, [f"{n} seed={s}" for n, s in plan.needed]
-
-
-def _watch_parent(parent: int) -> None:
-    """Pool initializer: end this worker as soon as the process that started it is gone (killed), instead of
-    training the runs still queued for it. The run it was training keeps its last committed checkpoint."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="crmlab-parent-watch", daemon=True).start()
-
-
-_LOADED: dict[tuple[str, tuple[str, ...]], Ablation] = {}
-"""Studies loaded in this worker process (a pool worker trains several runs of one study)."""
-
-
-def _worker(args: tuple[Any, ...]) -> tuple[str, int]:
-    """Process-pool entry: load the study in this process (once; the parent checked it and counted each variant's
-    parameters, so its models are not assembled again) and train one run (returns its name and seed)."""
-    path, overrides, parameters, name, seed, runs_dir, uri, parent, backend = args
-    if backend:
-        os.environ["KERAS_BACKEND"] = backend
-    key = (path, tuple(overrides))
-    if key not in _LOADED:
-        _LOADED[key] = load_ablation(path, overrides, assemble=False)
-        for v in _LOADED[key].variants:
-            v.parameters = parameters[v.name]
-    run_one(_LOADED[key], name, seed, Path(runs_dir), uri, parent)
-    return name, seed
-
-
-def run_ablation(
-    ablation: Ablation,
-    runs_dir: Path,
-    tracking_uri: str | None = None,
-    jobs: int = 1,
-    mlflow: bool = True,
-    progress: Any = print,
-) -> tuple[dict[tuple[str, int], RunResult], list[Any], Path]:
-    """Train every variant x seed not yet finished, then compare against canonical.
-
-    With adaptive seeds (:mod:`crmlab.search.seeds`) training goes in rounds: after each round the variants still
-    undecided on some test set get the next seed (and canonical with them), until every variant is decided or has
-    the most seeds. Runs are keyed by seed, so an interrupted study resumes where it was with the same command.
-
-    A run that fails (:class:`~crmlab.runners.outputs.TrainingFailed`: a diverged loss) does not stop the others: it is
-    recorded in ``ablation.failed``, its MLflow run is marked FAILED, its variant is left out of the comparison and
-    listed in ``report.md`` and on the parent run (tag ``crmlab.failed_runs``). If canonical fails there is nothing
-    to compare against: the other runs are still trained, then ``TrainingFailed`` is raised.
-
-    Returns:
-        The results keyed by (variant, seed), the comparison rows and the path of ``report.md`` (also logged,
-        with the plots and per-variant metrics, on the study's MLflow parent run).
-    """
-    parent_id = None
-    tracker = None
-    if mlflow:
-        tracker, parent_id = parent_run(ablation, runs_dir, tracking_uri)
-    ablation.failed = {}
-    results: dict[tuple[str, int], RunResult] = {}
-    while True:
-        dropped = sorted({name for name, _ in ablation.failed})
-        if REFERENCE in dropped:
-            break
-        plan = plan_seeds(ablation, results, dropped)
-        if plan.complete:
-            break
-        if plan.looks > 1:
-            added = ", ".join(f"{n} seed={s}" for n, s in plan.needed)
-            progress(f"look {plan.looks}: undecided variants get another seed: {added}")
-        _train_round(ablation, plan, results, runs_dir, tracking_uri, parent_id, jobs, progress)
-    if REFERENCE in dropped:
-        if tracker is not None:
-            tracker.set_tags({"crmlab.failed_runs": _failed_text(ablation)})
-            tracker.end("FAILED")
-        reasons = _failed_text(ablation)
-        raise TrainingFailed(f"{ablation.path}: {REFERENCE} failed, nothing to compare against: {reasons}")
-    compared = dataclasses.replace(ablation, variants=[v for v in ablation.variants if v.name not in dropped])
-    rows = compare(compared, results, plan.seeds)
-    files = write_all(compared, rows, results, runs_dir)
-    if ablation.failed:
-        with open(files[0], "a") as fh:
-            fh.write("\n## Failed runs (left out of the comparison)\n\n")
-            fh.writelines(f"- {name} seed={seed}: {reason}\n" for (name, seed), reason in ablation.failed.items())
-    if tracker is not None:
-        log_comparison(rows, files, tracker)
-        if ablation.failed:
-            tracker.set_tags({"crmlab.failed_runs": _failed_text(ablation)})
-        tracker.end("FINISHED")
-    return results, rows, files[0]
-
-
-def _train_round(
-    ablation: Ablation,
-    plan: SeedPlan,
-    results: dict[tuple[str, int], RunResult],
-    runs_dir: Path,
-    tracking_uri: str | None,
-    parent_id: str | None,
-    jobs: int,
-    progress: Any,
-) -> None:
-    """Train (or fetch) the runs ``plan`` needs into ``results``; failed runs go to ``ablation.failed``."""
-    todo = plan.needed
-    total = len(todo)
-
-    def failed(done: int, name: str, seed: int, exc: TrainingFailed) -> None:
-        ablation.failed[(name, seed)] = str(exc)
-        progress(f"[{done}/{total}] {name} seed={seed}: FAILED: {exc}")
-
-    if jobs > 1:
-        backend = os.environ.get("KERAS_BACKEND")
-        parameters = {v.name: v.parameters for v in ablation.variants}
-        spawn = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, spawn, initializer=_watch_parent, initargs=(os.getpid(),)) as pool:
-            study = (str(ablation.path), ablation.overrides, parameters)
-            args = [(*study, n, s, str(runs_dir), tracking_uri, parent_id, backend) for n, s in todo]
-            futures = [pool.submit(_worker, a) for a in args]
-            for done, (future, (name, seed)) in enumerate(zip(futures, todo, strict=True), start=1):
-                try:
-                    future.result()
-                except TrainingFailed as exc:
-                    failed(done, name, seed, exc)
-                    continue
-                progress(f"[{done}/{total}] {name} seed={seed} done")
-    for done, (name, seed) in enumerate(todo, start=1):
-        if (name, seed) in ablation.failed:
-            continue
-        try:
-            result = run_one(ablation, name, seed, runs_dir, tracking_uri, parent_id)
-        except TrainingFailed as exc:
-            failed(done, name, seed, exc)
-            continue
-        results[(name, seed)] = result
-        if jobs <= 1:
-            r = next(iter(result.test_metrics.values()))["pearson_r"]
-            progress(f"[{done}/{total}] {name} seed={seed}: r = {r:.4f} ({next(iter(result.test_metrics))})")
-
-
-def _failed_text(ablation: Ablation) -> str:
-    return "; ".join(f"{name} seed={seed}: {reason}" for (name, seed), reason in ablation.failed.items())

@@ -9,11 +9,12 @@ all backends (leaderboard and parameter importances). Backends are chosen by nam
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crmlab.runners.placement import Slot
 from crmlab.search.leaderboard import (
     TrialRow,
     complete_trials,
@@ -36,6 +37,8 @@ class SearchOptions:
         mlflow: log the search (parent run) and its trials (child runs) to MLflow.
         storage: Optuna storage URL (``None``: SQLite in the runs folder).
         workers: local worker processes.
+        slots: where each worker process runs (:func:`crmlab.runners.placement.plan_slots`); empty: ``workers``
+            processes that inherit this process's devices.
         progress: called with each progress line.
     """
 
@@ -43,6 +46,7 @@ class SearchOptions:
     mlflow: bool = True
     storage: str | None = None
     workers: int = 1
+    slots: Sequence[Slot] = ()
     progress: Callable[[str], None] = print
 
 

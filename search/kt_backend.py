@@ -6,7 +6,12 @@ parameter is neither sampled nor reported. Hyperband's budget (``tuner/epochs``)
 recipe's last stage: a trial stops there, and the trial that continues it resumes the same run from its checkpoint.
 Choices of mixed types (e.g. ``[null, 2, 4]``) are declared as their YAML text and decoded per trial.
 
-Tuner state lives in ``<runs-dir>/_keras_tuner/<name>-<key>``; running the command again resumes it. Distributed
+A paused trial's run keeps its state until the tuner is done: when the search ends, the runs of paused trials that no
+later trial finished have their state dropped (they will not be continued).
+
+Tuner state lives in ``<runs-dir>/_keras_tuner/<name>-<key>``; running the command again resumes it (``crmlab runs
+--prune`` deletes it once the search has finished; the same command then starts the tuner afresh, reusing the
+finished runs by their keys). Distributed
 tuning uses KerasTuner's own chief/worker mode: start one process with ``KERASTUNER_TUNER_ID=chief``, and any
 number with ``KERASTUNER_TUNER_ID=tuner0``, ``tuner1``, ..., all with ``KERASTUNER_ORACLE_IP`` and
 ``KERASTUNER_ORACLE_PORT`` naming the chief, on a shared ``--runs-dir`` (the chief serves the oracle over gRPC).
@@ -27,6 +32,8 @@ from keras_tuner.engine.base_tuner import BaseTuner
 
 from crmlab.registry.errors import CrmlabError
 from crmlab.registry.space import BoolParam, ChoiceParam, FloatParam, IntParam, Param, Space
+from crmlab.runners.manifest import Owner, record_study
+from crmlab.runners.retention import discard_unfinished
 from crmlab.search.backend import SearchBackend, SearchOptions, SearchRun
 from crmlab.search.leaderboard import TrialRow, log_summary
 from crmlab.search.optuna_backend import distributions
@@ -149,6 +156,7 @@ class CrmlabTuner(BaseTuner):
             "epochs": len(outcome.curve),
             "deltas": outcome.deltas,
             "reason": outcome.reason,
+            "run_key": outcome.run_key,
         }
         tmp = self.outcomes_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.outcomes))
@@ -208,6 +216,8 @@ def run_keras_tuner(
     if mlflow:
         tracker, parent = open_parent_run(search, runs_dir, tracking_uri, state.get("parent_run_id"))
         state["parent_run_id"] = parent
+    owner = Owner(search.doc.name, "search", search.key)
+    record_study(runs_dir, owner, "start")
     try:
         if "canonical" not in state:
             result, value = train_canonical(search, runs_dir, tracking_uri, parent)
@@ -225,6 +235,10 @@ def run_keras_tuner(
         if tracker is not None:
             tracker.end("KILLED")
         raise
+    for outcome in tuner.outcomes.values():  # paused trials the tuner did not continue: never resumed now
+        if outcome["state"] == "pruned" and outcome.get("run_key"):
+            discard_unfinished(runs_dir / outcome["run_key"])
+    record_study(runs_dir, owner, "finish")
     rows = trial_rows(tuner)
     if tracker is not None:
         log_summary(tracker, search.metric, search.doc.objective.direction, rows, canonical)

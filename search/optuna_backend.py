@@ -19,6 +19,7 @@ import socket
 import time
 import warnings
 from collections.abc import Sequence
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,11 @@ from optuna.trial import TrialState
 
 from crmlab.registry.errors import CrmlabError
 from crmlab.registry.space import BoolParam, ChoiceParam, FloatParam, IntParam, Space
+from crmlab.runners.manifest import Owner, record_study
+from crmlab.runners.outputs import TrainingFailed
+from crmlab.runners.placement import Slot
+from crmlab.runners.quiet import import_keras_quietly
+from crmlab.runners.workers import death_reason, run_tasks, slot_environment
 from crmlab.search.backend import SearchBackend, SearchOptions, SearchRun
 from crmlab.search.leaderboard import TrialRow, log_summary
 from crmlab.search.optuna_storage import check_storage_url, default_storage, open_storage
@@ -170,13 +176,35 @@ def budget_used(trials: Sequence[optuna.trial.FrozenTrial]) -> int:
     return sum(t.state in counted or (t.state == TrialState.FAIL and "fail_reason" in t.user_attrs) for t in trials)
 
 
-def _canonical(search: Search, study: optuna.Study, runs_dir: Path, uri: str | None, parent: str | None) -> dict:
+def _canonical(
+    search: Search, study: optuna.Study, runs_dir: Path, uri: str | None, parent: str | None, slot: Slot | None
+) -> dict:
+    """Canonical's record, trained first if the study has none: here, or on the first worker's slot (so the
+    parent of several workers never trains, and never touches a GPU)."""
     found = study.user_attrs.get(CANONICAL_ATTR)
     if found is None:
-        result, value = train_canonical(search, runs_dir, uri, parent)
-        found = {"value": value, "tests": result.test_metrics, "run_key": result.run_key}
+        if slot is None:
+            found = _train_canonical((str(search.path), search.overrides, str(runs_dir), uri, parent, None))
+        else:
+            args = (str(search.path), search.overrides, str(runs_dir), uri, parent, os.environ.get("KERAS_BACKEND"))
+            outcome = run_tasks([slot], _train_canonical, [(CANONICAL, args)])[CANONICAL]
+            if not outcome.ok:
+                raise TrainingFailed(f"{search.path}: {CANONICAL} failed, nothing to compare against: {outcome.error}")
+            found = outcome.value
         study.set_user_attr(CANONICAL_ATTR, found)
     return found
+
+
+def _train_canonical(args: tuple[str, list[str], str, str | None, str | None, str | None]) -> dict:
+    """Train (or reuse) canonical; returns its record (``value``, ``tests`` metrics, ``run_key``). Also a worker
+    entry, so it loads the search itself."""
+    path, overrides, runs_dir, uri, parent, backend = args
+    if backend:
+        os.environ["KERAS_BACKEND"] = backend
+    import_keras_quietly()
+    search = load_search(path, overrides, assemble=False)
+    result, value = train_canonical(search, Path(runs_dir), uri, parent)
+    return {"value": value, "tests": result.test_metrics, "run_key": result.run_key}
 
 
 def _objective(search: Search, runs_dir: Path, uri: str | None, parent: str | None, canonical: dict) -> Any:
@@ -258,6 +286,7 @@ def _worker_main(args: tuple[str, list[str], str, str, str | None, str | None, i
     path, overrides, storage_url, runs_dir, uri, parent, index, backend = args
     if backend:
         os.environ["KERAS_BACKEND"] = backend
+    import_keras_quietly()
     search = load_search(path, overrides, assemble=False)
     storage = open_storage(storage_url, Path(runs_dir), search)
     study = open_study(search, storage, worker=index)
@@ -273,6 +302,35 @@ def _worker_main(args: tuple[str, list[str], str, str, str | None, str | None, i
     )
 
 
+def _run_workers(study: tuple[Any, ...], slots: Sequence[Slot], progress: Any) -> None:
+    """One worker process per slot, each started with its slot's devices; a worker that dies is reported and its
+    slot gets a new one (which retries the dead worker's trial once its heartbeat is stale), at most twice per
+    slot in all. This process trains nothing."""
+    context = multiprocessing.get_context("spawn")
+    backend = os.environ.get("KERAS_BACKEND")
+
+    def start(i: int) -> Any:
+        proc = context.Process(target=_worker_main, args=((*study, i, backend),))
+        with slot_environment(slots[i]):
+            proc.start()
+        return proc
+
+    procs = {i: start(i) for i in range(len(slots))}
+    restarts = 2 * len(slots)
+    while procs:
+        ready = wait([p.sentinel for p in procs.values()])
+        for i, proc in list(procs.items()):
+            if proc.sentinel not in ready:
+                continue
+            proc.join()
+            del procs[i]
+            if proc.exitcode:
+                progress(f"{slots[i].describe()} (pid {proc.pid}): {death_reason(proc.exitcode)}; its trial is retried")
+                if restarts > 0:
+                    restarts -= 1
+                    procs[i] = start(i)
+
+
 def run_optuna(
     search: Search,
     runs_dir: Path,
@@ -281,9 +339,11 @@ def run_optuna(
     workers: int = 1,
     mlflow: bool = True,
     progress: Any = print,
+    slots: Sequence[Slot] = (),
 ) -> tuple[optuna.Study, list[TrialRow], dict]:
-    """Canonical first, then the trials (in this process, or ``workers`` spawned processes); returns the study,
-    its leaderboard rows and canonical's record (``value``, ``tests`` metrics, ``run_key``)."""
+    """Canonical first, then the trials (in this process, or ``workers`` spawned processes, each on its slot of
+    ``slots`` when given: :mod:`crmlab.runners.placement`); returns the study, its leaderboard rows and canonical's
+    record (``value``, ``tests`` metrics, ``run_key``). With several workers canonical trains on the first one."""
     storage = open_storage(storage_url, runs_dir, search)
     study = open_study(search, storage)
     parent = None
@@ -292,31 +352,22 @@ def run_optuna(
         tracker, parent = open_parent_run(search, runs_dir, tracking_uri, study.user_attrs.get(PARENT_ATTR))
         if study.user_attrs.get(PARENT_ATTR) != parent:
             study.set_user_attr(PARENT_ATTR, parent)
+    owner = Owner(search.doc.name, "search", search.key)
+    record_study(runs_dir, owner, "start")
     try:
-        canonical = _canonical(search, study, runs_dir, tracking_uri, parent)
+        slots = list(slots) or [Slot(i) for i in range(workers)]
+        canonical = _canonical(search, study, runs_dir, tracking_uri, parent, slots[0] if workers > 1 else None)
         progress(f"{CANONICAL}: {search.metric} = {canonical['value']:.4f}")
         if workers > 1:
-            context = multiprocessing.get_context("spawn")
-            url = storage_url or default_storage(runs_dir)
-            backend = os.environ.get("KERAS_BACKEND")
-            procs = [
-                context.Process(
-                    target=_worker_main,
-                    args=((str(search.path), search.overrides, url, str(runs_dir), tracking_uri, parent, i, backend),),
-                )
-                for i in range(workers)
-            ]
-            for p in procs:
-                p.start()
-            for p in procs:
-                p.join()
-                if p.exitcode:
-                    progress(f"a worker (pid {p.pid}) ended with exit code {p.exitcode}; its trial is retried")
-        work(search, study, runs_dir, tracking_uri, parent, canonical, progress)
+            args = (str(search.path), search.overrides, storage_url or default_storage(runs_dir), str(runs_dir))
+            _run_workers((*args, tracking_uri, parent), slots, progress)
+        else:
+            work(search, study, runs_dir, tracking_uri, parent, canonical, progress)
     except BaseException:
         if tracker is not None:
             tracker.end("KILLED")
         raise
+    record_study(runs_dir, owner, "finish")
     rows = trial_rows(study)
     if tracker is not None:
         log_summary(tracker, search.metric, search.doc.objective.direction, rows, canonical)
@@ -378,7 +429,14 @@ class OptunaBackend(SearchBackend):
     def run(self, search: Search, runs_dir: Path, options: SearchOptions) -> SearchRun:
         """:func:`run_optuna` with the options."""
         study, rows, canonical = run_optuna(
-            search, runs_dir, options.storage, options.tracking_uri, options.workers, options.mlflow, options.progress
+            search,
+            runs_dir,
+            options.storage,
+            options.tracking_uri,
+            options.workers,
+            options.mlflow,
+            options.progress,
+            options.slots,
         )
         return SearchRun(rows, canonical, study)
 

@@ -25,11 +25,13 @@ __all__ = [
     "REFERENCE",
     "Row",
     "compare",
+    "comparison_table",
     "log_comparison",
     "method_text",
     "notes",
     "seed_rule_text",
     "table_text",
+    "verdicts_note",
     "write_all",
     "write_report",
 ]
@@ -295,9 +297,9 @@ def write_all(ablation: Any, rows: list[Row], results: dict, runs_dir: Path) -> 
     return write_report(ablation, rows, out) + scatter_plots(ablation, results, out, REFERENCE)
 
 
-def log_comparison(rows: list[Row], files: list[Path], tracker: Any) -> None:
-    """Log the comparison files, per-variant metrics (seeds, means, deltas, Holm p) and verdict tags on the parent
-    run."""
+def log_comparison(rows: list[Row], files: list[Path], tracker: Any, metric: str = "pearson_r") -> None:
+    """Log on the parent run: the comparison files, per-variant metrics (seeds, means, deltas, Holm p), verdict tags,
+    the verdicts as the run's description, and the comparison on ``metric`` (the verdicts' metric) as a table."""
     metrics: dict[str, float] = {}
     tags: dict[str, str] = {}
     for r in rows:
@@ -310,8 +312,41 @@ def log_comparison(rows: list[Row], files: list[Path], tracker: Any) -> None:
                 metrics[f"{r.variant}.{r.test_set}.p_holm_{m}"] = p
         if r.decision is not None:
             tags[f"crmlab.verdict.{r.variant}.{r.test_set}"] = r.decision.verdict
+    tags["mlflow.note.content"] = verdicts_note(rows, metric)
     tracker.log_metrics(metrics)
-    if tags:
-        tracker.set_tags(tags)
+    tracker.set_tags(tags)
     for f in files:
         tracker.log_artifact(f)
+    tracker.log_table(comparison_table(rows, metric), "comparison_table.json")
+
+
+def comparison_table(rows: list[Row], metric: str = "pearson_r") -> dict[str, list[Any]]:
+    """The comparison as columns, one row per variant x test set, on the verdicts' ``metric``: ``seeds``,
+    ``mean``, ``sd``, ``delta``, ``ci_low`` / ``ci_high`` (the interval at the Holm-adjusted level the verdict
+    used), ``level``, ``p_holm`` and ``verdict`` (blank for canonical, the reference)."""
+    table: dict[str, list[Any]] = {k: [] for k in ("variant", "test_set", "metric", "seeds", "mean", "sd")}
+    table |= {k: [] for k in ("delta", "ci_low", "ci_high", "level", "p_holm", "verdict")}
+    for r in rows:
+        d, dec = r.delta.get(metric), r.decision
+        low, high = dec.interval if dec is not None else (None, None)
+        values = [r.variant, r.test_set, metric, len(r.seeds), r.mean[metric], r.sd[metric]]
+        values += [d.delta if d is not None else None, low, high, dec.alpha if dec is not None else None]
+        values += [r.p_holm.get(metric), dec.verdict if dec is not None else ""]
+        for key, value in zip(table, values, strict=True):
+            table[key].append(value)
+    return table
+
+
+def verdicts_note(rows: list[Row], metric: str = "pearson_r") -> str:
+    """The parent run's description (markdown): one line per variant and test set with its verdict and delta."""
+    lines = ["Verdicts against canonical (interval at the Holm-adjusted level):", ""]
+    for r in rows:
+        if r.decision is None:
+            continue
+        d = r.delta[metric]
+        low, high = r.decision.interval
+        lines.append(
+            f"- **{r.variant}** on {r.test_set}: **{r.decision.verdict}** "
+            f"(delta {metric} {d.delta:+.4f} [{low:+.4f}, {high:+.4f}], {len(r.seeds)} seeds)"
+        )
+    return "\n".join(lines)

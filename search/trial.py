@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crmlab.runners.manifest import Owner
 from crmlab.runners.outputs import RunResult, TrainingFailed, run_history
+from crmlab.runners.runkey import data_hashes, run_key
 from crmlab.runners.tracking import Tracker, flatten
 from crmlab.runners.train import train_run
 from crmlab.search.search import CANONICAL, Search
@@ -38,19 +40,22 @@ __all__ = [
 
 class StopTrial(Exception):
     """Raised by a backend's epoch callback to end a trial early: ``state`` is ``pruned`` (an Optuna pruner) or
-    ``paused`` (a KerasTuner Hyperband budget; a later trial continues the same run from its checkpoint)."""
+    ``paused`` (a KerasTuner Hyperband budget; a later trial continues the same run from its checkpoint). A pruned
+    trial never resumes: the runner drops its run's state (``drop_state``); a paused one keeps it."""
 
     mlflow_status = "KILLED"
 
     def __init__(self, state: str) -> None:
         super().__init__(state)
         self.state = state
+        self.drop_state = state == "pruned"
 
 
 @dataclass
 class TrialOutcome:
     """What one trial gave: ``state`` complete / pruned / paused / failed, the objective (best last-stage value
-    so far; ``None`` if no epoch of the last stage ran), the result (complete only) and the failure reason."""
+    so far; ``None`` if no epoch of the last stage ran), the result (complete only), the failure reason and the
+    key of the trial's run."""
 
     state: str
     value: float | None
@@ -59,6 +64,7 @@ class TrialOutcome:
     reason: str = ""
     mlflow_run_id: str | None = None
     deltas: dict[str, float] = field(default_factory=dict)
+    run_key: str = ""
 
 
 def best_value(curve: Sequence[tuple[int, float]], direction: str) -> float | None:
@@ -156,6 +162,7 @@ class TrialRun:
                 tags=self.tags,
                 epoch_hook=self.on_epoch,
                 verbose=0,
+                owner=Owner(search.doc.name, "search", search.key, self.label),
             )
             if not self.curve:  # finished before this trial saw it (an earlier identical trial): its whole curve
                 for epoch, value in last_stage_curve(result.history, self.final, metric):
@@ -173,6 +180,7 @@ class TrialRun:
             outcome = TrialOutcome(stop.state, best_value(self.curve, direction), self.curve)
         except TrainingFailed as exc:
             outcome = TrialOutcome("failed", None, self.curve, reason=str(exc))
+        outcome.run_key = run_key(spec.graph, spec.recipe, data_hashes(search.datasets, search.tests))
         if self.tracker is not None:
             self._log(self.tracker, outcome)
         return outcome

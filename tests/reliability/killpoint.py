@@ -12,7 +12,8 @@ computed more than once. The points, in the order a run meets them:
 * ``state-committed``: ``state.json`` replaced, the previous checkpoint not yet removed;
 * ``mlflow-metrics``: an epoch's metrics sent to MLflow, not yet marked as sent;
 * ``stage-store``: a finished pretraining stage written to a temporary folder, not yet renamed into the cache;
-* ``outputs``: the run's outputs written (``result.json``), the run not yet marked finished.
+* ``outputs``: the run's outputs written (``result.json``), the run not yet marked finished;
+* ``clean-up``: the run marked finished, the first file of its checkpoint deleted, the rest not yet.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _kill() -> None:
 
 def install(point: str, n: int, trace: str) -> None:
     """Patch the training path: a kill at the ``n``-th arrival at ``point``, and epoch tracing into ``trace``."""
-    from crmlab.runners import pipeline, tracking, train
+    from crmlab.runners import pipeline, retention, tracking, train
     from crmlab.runners.callbacks import EpochControl
     from crmlab.runners.checkpoint import CheckpointState
 
@@ -67,6 +68,7 @@ def install(point: str, n: int, trace: str) -> None:
         "mlflow-metrics": lambda: around(tracking.Tracker, "log_metrics", True),
         "stage-store": lambda: around(os, "rename", False, lambda src, dst: "_stages" in str(dst)),
         "outputs": lambda: around(train, "write_outputs", True),
+        "clean-up": lambda: around(retention, "_remove", True),
         "none": lambda: None,
     }
     points[point]()

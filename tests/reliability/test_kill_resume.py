@@ -2,7 +2,7 @@
 again, and check that nothing was lost or duplicated: every run complete, each epoch in the history once, at most
 one epoch computed again per kill, one MLflow run per piece of work and none left RUNNING.
 
-Kill points are named in :mod:`tests.reliability.killpoint`. The default run survives two kills (one in
+Kill points are named in :mod:`tests.reliability.killpoint`. The default run survives three kills (two in
 ``train``, one in ``ablate``); ``pytest -m slow`` kills each command at every point, each time followed by a kill
 at a random moment of the resumed run. Killing ``crmlab ablate --jobs 2`` ends its pool's workers too."""
 
@@ -106,8 +106,10 @@ def check_train_complete(root: Path, kills: int) -> None:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    steps = [m.step for m in client.get_metric_history(result["mlflow_run_id"], "val_r2")]
-    assert sorted(steps) == list(range(1, len(TRAIN_EPOCHS) + 1)), "every epoch logged to MLflow exactly once"
+    for stage in ("pretrain", "finetune"):
+        steps = [m.step for m in client.get_metric_history(result["mlflow_run_id"], f"{stage}.val_r2")]
+        expected = [epoch for name, epoch in TRAIN_EPOCHS if name == stage]
+        assert sorted(steps) == expected, f"every {stage} epoch logged to MLflow exactly once, at its own step"
     assert "test.native.pearson_r" in runs[0].data.metrics
     check_recomputation(root, kills)
 
@@ -149,6 +151,15 @@ def test_train_survives_a_kill_while_a_checkpoint_is_committed(workspace: Path) 
     run_killed_at(workspace, TRAIN_ARGS, "state-commit", 4)  # the second epoch's checkpoint, written, not committed
     run_to_the_end(workspace, TRAIN_ARGS)
     check_train_complete(workspace, kills=1)
+
+
+def test_train_survives_a_kill_in_the_middle_of_its_clean_up(workspace: Path) -> None:
+    run_killed_at(workspace, TRAIN_ARGS, "clean-up", 1)  # finished, one file of its checkpoint deleted
+    (run,) = [p.parent for p in (workspace / "runs").glob("*/state.json")]
+    assert json.loads((run / "state.json").read_text())["finished"] and list(run.glob("ckpt-*/*"))
+    run_to_the_end(workspace, TRAIN_ARGS)
+    check_train_complete(workspace, kills=1)
+    assert not list(run.glob("ckpt-*")), "the next reading of the finished run ends its clean-up"
 
 
 def test_ablate_survives_a_kill_inside_its_second_run(workspace: Path) -> None:
@@ -210,8 +221,16 @@ TRAIN_POINTS = [
     ("stage-store", 1),
     ("batch", 40),
     ("outputs", 1),
+    ("clean-up", 1),
 ]
-ABLATE_POINTS = [("create-run", 1), ("create-run", 2), ("stage-store", 2), ("batch", 25), ("outputs", 1)]
+ABLATE_POINTS = [
+    ("create-run", 1),
+    ("create-run", 2),
+    ("stage-store", 2),
+    ("batch", 25),
+    ("outputs", 1),
+    ("clean-up", 2),
+]
 
 
 @pytest.mark.slow
@@ -230,3 +249,68 @@ def test_ablate_survives_a_kill_at_every_point_then_at_a_random_moment(workspace
     kills = 1 + run_killed_after(workspace, ablate_args([0]), random.Random(f"{point}{n}"), most_s=10.0)
     run_to_the_end(workspace, ablate_args([0]))
     check_ablation_complete(workspace, kills, seeds=[0])
+
+
+PROBE = """
+import json, os, sys
+seen = {}
+
+class Probe:
+    def find_spec(self, name, path=None, target=None):
+        if name in ("keras", "tensorflow", "jax") and name not in seen:
+            seen[name] = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "JAX_PLATFORMS")}
+        return None
+
+sys.meta_path.insert(0, Probe())
+from crmlab.cli import main
+rc = main(sys.argv[1:])
+print("PROBE " + json.dumps(seen), flush=True)
+sys.exit(rc)
+"""
+
+
+def test_a_killed_worker_is_its_runs_failure_and_the_parent_keeps_off_the_gpus(workspace: Path, tmp_path: Path) -> None:
+    """``--jobs 2`` on a machine that shows two GPUs (a fake ``nvidia-smi``): the placement is printed, each worker
+    records its GPU, the parent imports its backend with every GPU hidden, and SIGKILL of the worker training
+    no_transformer fails that run with one line while canonical finishes and is reported."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\nprintf '0\\n1\\n'\n")
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    env = {**_env(workspace), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    args = [*ablate_args([0]), "--jobs", "2", "--no-mlflow", "--runs-dir", str(workspace / "runs")]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PROBE, *args],
+        cwd=workspace,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + LIMIT_S
+    victim = None
+    while victim is None and proc.poll() is None and time.monotonic() < deadline:
+        for path in (workspace / "runs").glob("*/placement.json"):
+            record = json.loads(path.read_text())
+            if record["index"] == 1:  # longest runs first: worker 1 trains no_transformer
+                victim = record
+        time.sleep(0.2)
+    assert victim is not None, "worker 1 never recorded its placement"
+    assert victim["gpus"] == ["1"] and victim["pid"] != proc.pid
+    time.sleep(2)
+    os.kill(victim["pid"], signal.SIGKILL)
+    out, err = proc.communicate(timeout=LIMIT_S)
+    assert proc.returncode == 1, err[-3000:]
+    assert "Traceback" not in err and "BrokenProcessPool" not in err
+    assert err.strip().splitlines() == [
+        "studies/ablation.yaml: no_transformer seed=0 failed: its worker process died from SIGKILL "
+        "(killed: out of host memory, or by a user)"
+    ]
+    assert out.startswith("placement: 2 GPU(s) (0,1); worker 0: GPU 0; worker 1: GPU 1; this process: CPU only")
+    assert "no_transformer seed=0: FAILED (worker 1: GPU 1): its worker process died from SIGKILL" in out
+    assert "canonical seed=0: r = " in out and "; worker 0: GPU 0)" in out and "report:" in out
+    probe = json.loads(out.split("PROBE ", 1)[1])
+    assert probe["keras"] == {"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}, "the parent saw no GPU"
+    results = [json.loads(p.read_text()) for p in (workspace / "runs").glob("*/result.json")]
+    assert len(results) == 1, "canonical finished; the killed run did not"

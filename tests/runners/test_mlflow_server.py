@@ -128,12 +128,13 @@ def test_train_logs_a_complete_run_to_an_mlflow_server(mlflow_server: tuple[str,
     assert run.info.status == "FINISHED"
     assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri  # proxied by the server
 
-    # per-epoch history: 2 epochs per stage, steps counted across stages
-    for stage, steps in (("pretrain", [1, 2]), ("finetune", [3, 4])):
+    # per-epoch history: 2 epochs per stage, each stage's steps from 1, each metric once (scoped by stage)
+    for stage, steps in (("pretrain", [1, 2]), ("finetune", [1, 2])):
         for key in ("val_r2", "loss", "val_loss"):
             history = client.get_metric_history(run.info.run_id, f"{stage}.{key}")
             assert sorted(m.step for m in history) == steps, (stage, key, history)
     metrics = run.data.metrics
+    assert not {"loss", "val_loss", "val_r2", "val_pearson_r"} & set(metrics), "no unscoped duplicate series"
     for test_set, values in result["test_metrics"].items():
         for key in ("pearson_r", "spearman_rho", "r2", "mse"):
             assert metrics[f"test.{test_set}.{key}"] == pytest.approx(values[key], rel=1e-6)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from crmlab.runners.callbacks import EpochControl
-from crmlab.runners.checkpoint import CheckpointState
+from crmlab.runners.checkpoint import STAGE_WEIGHTS, CheckpointState, load_variables
 from crmlab.runners.compiled import clear_training_models
 from crmlab.runners.outputs import TrainingFailed
 from crmlab.runners.recipe import EarlyStopping, Recipe, Stage
@@ -87,7 +87,7 @@ def test_keep_previous_mixes_the_stage_start_back_in_across_a_restart_and_the_ex
     assert [h["epoch"] for h in mixed.history if h.get("reused")] == [1, 2], "pretraining reused from the cache"
 
     model = assemble(loaded.graph)
-    model.load_weights(next((tmp_path / "_stages").glob("*/weights.weights.h5")))
+    load_variables(model, next((tmp_path / "_stages").glob(f"*/{STAGE_WEIGHTS}")))
     before = model.get_weights()
     after = keras.models.load_model(plain.model_path).get_weights()
     got = keras.models.load_model(mixed.model_path)
@@ -174,3 +174,46 @@ def test_sigkill_then_same_command_resumes_and_finishes_the_same_mlflow_run(tmp_
     assert runs_found[0].info.status == "FINISHED"
     history = client.get_metric_history(result["mlflow_run_id"], "pretrain.val_r2")
     assert sorted(m.step for m in history) == list(range(1, 7)), "each epoch logged once, none lost"
+
+
+def test_resuming_on_another_device_count_is_refused_in_one_line_unless_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crmlab.registry.errors import CrmlabError
+    from crmlab.runners.runkey import data_hashes, run_key
+    from crmlab.runners.train import ALLOW_DEVICE_CHANGE
+
+    loaded = load_train_study(TINY, ["recipe.stages.0.epochs=1", "recipe.stages.1.epochs=1"])
+    key = run_key(loaded.graph, loaded.study.recipe, data_hashes(loaded.datasets, loaded.tests))
+    (tmp_path / key).mkdir()
+    state = CheckpointState(tmp_path / key)
+    state["devices"] = 8  # as if it had started on 8 GPUs
+    state.commit()
+    with pytest.raises(CrmlabError) as info:
+        train_run(loaded.graph, loaded.study.recipe, loaded.datasets, loaded.tests, tmp_path, verbose=0)
+    batch = loaded.study.recipe.batch_size
+    assert str(info.value) == (
+        f"{tmp_path / key}: this run started on 8 device(s) (global batch {8 * batch}) and this process has 1 "
+        f"(global batch {batch}); resume it on 8, or set {ALLOW_DEVICE_CHANGE}=1 to go on with the new global batch"
+    )
+    monkeypatch.setenv(ALLOW_DEVICE_CHANGE, "1")
+    result = train_run(loaded.graph, loaded.study.recipe, loaded.datasets, loaded.tests, tmp_path, verbose=0)
+    assert json.loads((tmp_path / key / "state.json").read_text())["devices"] == 1 and result.test_metrics
+
+
+def test_steps_per_execution_is_operational_same_key_same_training(tmp_path: Path) -> None:
+    """Several steps per call of the compiled step function: the same run key and the same numbers as one step per
+    call (it changes how steps are launched, not what they compute), with epochs that are not a multiple of it."""
+    from crmlab.runners.runkey import data_hashes, run_key
+
+    overrides = ["recipe.stages.0.epochs=1", "recipe.stages.1.epochs=1"]
+    one, many = (load_train_study(TINY, [*overrides, f"recipe.steps_per_execution={n}"]) for n in (1, 5))
+    hashes = data_hashes(one.datasets, one.tests)
+    assert run_key(one.graph, one.study.recipe, hashes) == run_key(many.graph, many.study.recipe, hashes)
+    results = [
+        train_run(s.graph, s.study.recipe, s.datasets, s.tests, tmp_path / name, verbose=0)
+        for name, s in (("one", one), ("many", many))
+    ]
+    clear_training_models()
+    np.testing.assert_allclose(results[0].predictions["native"], results[1].predictions["native"], rtol=1e-4, atol=1e-4)
+    assert [h["epoch"] for h in results[1].history] == [1, 1]

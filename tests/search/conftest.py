@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from crmlab.search.ablation import load_ablation, run_ablation
+from crmlab.search.ablation import load_ablation
+from crmlab.search.ablation_train import run_ablation
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_ABLATION = ROOT / "tests" / "fixtures" / "studies" / "tiny_ablation.yaml"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -11,7 +13,8 @@ import pytest
 
 from crmlab.registry import yamlio
 from crmlab.registry.errors import SpecErrors
-from crmlab.search.ablation import CONTROL, REFERENCE, collect, load_ablation, run_ablation
+from crmlab.search.ablation import CONTROL, REFERENCE, collect, load_ablation
+from crmlab.search.ablation_train import run_ablation
 from tests.search.conftest import TINY_ABLATION, TINY_OVERRIDES, TrainedAblation
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,11 +130,28 @@ def test_run_compare_and_rerun_skips_finished_runs(tiny_ablation: TrainedAblatio
     parents = [r for r in all_runs if r.data.tags.get("crmlab.kind") == "ablation"]
     children = [r for r in all_runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and len(children) == 6
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development", "the UI opens on runs"
+    table = json.loads((Path(client.download_artifacts(parents[0].info.run_id, "comparison_table.json"))).read_text())
+    rows_seen = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    no_t_rows = [r for r in rows_seen if r["variant"] == "no_transformer"]
+    assert len(no_t_rows) == 2 and {r["verdict"] for r in no_t_rows} <= {"helps", "hurts", "equivalent", "undecided"}
+    assert all(r["ci_low"] <= r["delta"] <= r["ci_high"] and r["seeds"] == 2 for r in no_t_rows)
+    assert "**no_transformer** on native: **" in parents[0].data.tags["mlflow.note.content"]
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert {(c.data.tags["crmlab.variant"], c.data.tags["crmlab.seed"]) for c in children} == {
         (v, s) for v in (REFERENCE, CONTROL, "no_transformer") for s in ("0", "1")
     }
+    for child in children:  # each stage's curve starts at step 1: every variant's fine-tuning shares one x-axis
+        for stage in ("pretrain", "finetune"):
+            steps = [m.step for m in client.get_metric_history(child.info.run_id, f"{stage}.val_pearson_r")]
+            assert steps and sorted(steps) == list(range(1, len(steps) + 1)), (stage, steps)
+        assert "val_pearson_r" not in child.data.metrics, "no unscoped duplicate of the stage series"
     no_t = next(c for c in children if c.data.tags["crmlab.variant"] == "no_transformer")
+    assert "transformer: false" in no_t.data.tags["mlflow.note.content"]
+    inputs = {(d.dataset.name, d.tags[0].value) for d in client.get_run(no_t.info.run_id).inputs.dataset_inputs}
+    assert {("dream", "training"), ("random_library", "training"), ("native", "test")} <= inputs, inputs
+    digests = {d.dataset.name: d.dataset.digest for d in client.get_run(no_t.info.run_id).inputs.dataset_inputs}
+    assert digests["dream"] == again.datasets["dream"].content_hash[:36], "the run key's content hash, truncated"
     assert int(no_t.data.tags["crmlab.parameter_delta"]) < 0 and "transformer: false" in no_t.data.tags["crmlab.patch"]
     assert "no_transformer.native.delta_pearson_r" in parents[0].data.metrics
     assert "no_transformer.native.p_holm_pearson_r" in parents[0].data.metrics
@@ -149,7 +169,14 @@ def test_jobs_train_runs_in_parallel_processes_with_the_same_results(
     parallel, _, _ = run_ablation(
         load_ablation(TINY_ABLATION, overrides), tmp_path / "b", jobs=2, mlflow=False, progress=messages.append
     )
-    assert messages == ["[1/2] canonical seed=0 done", "[2/2] no_transformer seed=0 done"]
+    pattern = r"\[(\d)/2\] (\w+) seed=0: r = -?\d\.\d{4} \(native; worker (\d): CPU\) \(\S+ elapsed, ~\S+ left\)"
+    seen = [re.fullmatch(pattern, m) for m in messages]
+    assert all(seen), messages
+    assert sorted(m.group(1) for m in seen) == ["1", "2"], "one progress line per run, counted as they finish"
+    assert sorted((m.group(2), m.group(3)) for m in seen) == [("canonical", "0"), ("no_transformer", "1")]
+    placements = [json.loads(p.read_text()) for p in (tmp_path / "b").glob("*/placement.json")]
+    assert sorted(p["index"] for p in placements) == [0, 1] and all(p["gpus"] == [] for p in placements)
+    assert len({p["pid"] for p in placements}) == 2 and os.getpid() not in {p["pid"] for p in placements}
     serial = {key: tiny_ablation.results[key] for key in parallel}  # trained one after another, in this process
     for key, result in serial.items():
         assert parallel[key].run_key == result.run_key

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from crmlab.cli import main
-from crmlab.search.ablation import REFERENCE, load_ablation, run_ablation, state_path
+from crmlab.search.ablation import REFERENCE, load_ablation, state_path
+from crmlab.search.ablation_train import run_ablation
 from tests.search.conftest import TINY_ABLATION as STUDY
 from tests.search.conftest import TrainedAblation
 

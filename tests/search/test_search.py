@@ -12,10 +12,11 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from crmlab.cli import main
-from crmlab.runners.runkey import run_key
+from crmlab.runners.runkey import data_hashes, run_key
 from crmlab.runners.study import load_train_study
 from crmlab.search import optuna_backend
 from crmlab.search.search import load_search
+from crmlab.search.trial import run_trial
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "fixtures" / "studies" / "tiny_search.yaml"
@@ -153,6 +154,16 @@ def test_a_pruned_trial_is_recorded_pruned_with_its_partial_curve(
         history = MlflowClient(uri).get_metric_history(run.info.run_id, "finetune.val_pearson_r")
         assert len(history) == 1  # the partial curve: one fine-tuning epoch
 
+    # a pruned trial never resumes: its state is dropped at once; the same configuration sampled again starts over
+    values = dict(trials[0].params)
+    spec = search.variant(values)
+    run = runs / run_key(spec.graph, spec.recipe, data_hashes(search.datasets, search.tests))
+    state = json.loads((run / "state.json").read_text())
+    assert state["pruned"] and state["history"] == [] and not list(run.glob("ckpt-*"))
+    again = run_trial(search, values, runs, label="resampled")
+    assert again.state == "complete" and again.result is not None
+    assert [h["epoch"] for h in again.result.history if h["stage"] == "finetune"] == [1, 2, 3]
+
 
 def test_keras_tuner_runs_the_same_space(runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["search", str(TINY), "--set", "backend=keras_tuner", "--set", "trials=2", "--runs-dir", str(runs)]
@@ -186,10 +197,12 @@ def test_keras_tuner_hyperband_pauses_and_continues_runs(tmp_path: Path) -> None
     complete = [o for o in recorded.values() if o["state"] == "complete"]
     assert paused and complete  # budget-limited rounds, then full runs
     assert any(p["params"] == c["params"] for p in paused for c in complete), "no paused trial was continued"
-    for state in (tmp_path / "runs").glob("*/state.json"):
-        history = json.loads(state.read_text())["history"]
-        epochs = [h["epoch"] for h in history if h["stage"] == "finetune"]
+    for path in (tmp_path / "runs").glob("*/state.json"):
+        state = json.loads(path.read_text())
+        epochs = [h["epoch"] for h in state["history"] if h["stage"] == "finetune"]
         assert epochs == list(range(1, len(epochs) + 1))  # continued runs resume their checkpoint: no epoch twice
+        assert state["finished"] or state["pruned"], "a paused run the tuner did not continue is dropped at its end"
+        assert not list(path.parent.glob("ckpt-*"))
 
 
 @pytest.mark.parametrize(
@@ -249,3 +262,50 @@ def test_the_shipped_quick_study_runs_on_both_backends(tmp_path: Path, capsys: p
 
 def _study_at(storage: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{storage}")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_crmlab_dashboard_serves_the_study_history_and_pruning_values(optuna_search: dict) -> None:
+    """``crmlab dashboard`` in a subprocess: optuna-dashboard's HTTP API on loopback lists the search and its trials,
+    each with the per-epoch intermediate values that pruning used."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    storage = f"sqlite:///{optuna_search['tmp'] / 'optuna.db'}"
+    cmd = [sys.executable, "-m", "crmlab.cli", "dashboard", str(TINY), "--storage", storage, "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, studies = time.monotonic() + 120, None
+        while studies is None and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
+                    studies = json.loads(r.read())["study_summaries"]
+            except OSError:
+                time.sleep(0.5)
+        assert studies is not None, "the dashboard never answered"
+        (found,) = [s for s in studies if s["study_name"] == "tiny_search"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{found['study_id']}", timeout=10) as r:
+            detail = json.loads(r.read())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    trials = detail["trials"]
+    assert len(trials) == 4 and {t["state"] for t in trials} == {"Complete"}
+    assert all(len(t["intermediate_values"]) == 2 for t in trials), "one value per fine-tuning epoch"
+
+
+def test_crmlab_dashboard_points_keras_tuner_searches_to_mlflow(runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["dashboard", str(TINY), "--set", "backend=keras_tuner", "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "keeps no Optuna storage for optuna-dashboard" in err and "mlflow ui" in err and "\n" not in err

@@ -110,7 +110,7 @@ def test_three_workers_on_postgresql_survive_a_worker_killed_mid_trial(
     finally:
         proc.kill()
     assert proc.returncode == 0, out
-    assert f"exit code -{signal.SIGKILL.value}" in out
+    assert "its worker process died from SIGKILL" in out and "its trial is retried" in out
     trials = _check_complete(url, victim.number)
     assert len({t.user_attrs["worker_pid"] for t in trials if t.state == TrialState.COMPLETE}) >= 2
     _check_no_epoch_twice(runs)

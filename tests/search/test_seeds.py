@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 import crmlab.runners.outputs
-import crmlab.search.ablation as ablation_module
+import crmlab.search.ablation_train as ablation_module
 from crmlab.registry.errors import SpecErrors
-from crmlab.search.ablation import collect, load_ablation, run_ablation
+from crmlab.search.ablation import collect, load_ablation
+from crmlab.search.ablation_train import run_ablation
 from crmlab.search.report import REFERENCE, compare, table_text
 from crmlab.search.seeds import AdaptiveSeeds, all_seeds, plan_seeds
 from crmlab.search.stats import METRICS as METRIC_FNS

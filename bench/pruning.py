@@ -33,17 +33,18 @@ sys.path.insert(0, str(ROOT))
 COLUMNS = ["mode", "pruner", "trials", "complete", "pruned", "failed", "best", "epochs", "finetune_epochs", "seconds"]
 
 
-def epochs_trained(runs: Path, skip: set[str]) -> tuple[int, int]:
-    """(all epochs, last-stage epochs) trained in the run folders under ``runs`` except the ``skip`` run keys."""
+def epochs_trained(runs: Path, skip: set[str], final: str) -> tuple[int, int]:
+    """(all epochs, epochs of the ``final`` stage) trained in the run folders under ``runs`` except the ``skip`` run
+    keys, the epochs of dropped (pruned) attempts included."""
     total = last = 0
     for state in runs.glob("*/state.json"):
         if state.parent.name in skip:
             continue
-        history = json.loads(state.read_text())["history"]
+        record = json.loads(state.read_text())
+        history = record.get("dropped_history", []) + record["history"]  # a pruned trial's epochs are dropped_history
         trained = [h for h in history if "reused" not in h]
-        stages = [h["stage"] for h in history]
         total += len(trained)
-        last += sum(h["stage"] == stages[-1] for h in trained) if stages else 0
+        last += sum(h["stage"] == final for h in trained)
     return total, last
 
 
@@ -65,7 +66,7 @@ def run_mode(study: Path, overrides: list[str], pruner: str | None, work: Path, 
     )
     seconds = json.loads(done.read_text())["seconds"] if done.exists() else time.perf_counter() - started
     done.write_text(json.dumps({"seconds": seconds}))
-    total, last = epochs_trained(runs, {record["run_key"]})
+    total, last = epochs_trained(runs, {record["run_key"]}, search.doc.recipe["stages"][-1]["name"])
     complete = [r for r in rows if r.state == "complete" and r.value is not None]
     sign = 1 if search.doc.objective.direction == "maximize" else -1
     best = max((sign * r.value for r in complete), default=float("nan")) * sign  # type: ignore[operator]

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -41,22 +42,24 @@ def _use_backend(backend: str | None) -> None:
     import_keras_quietly()
 
 
-def _place(args: argparse.Namespace) -> None:
+def _place(args: argparse.Namespace) -> AbstractContextManager[None]:
     """Plan where ``--jobs`` / ``--workers`` processes run (:mod:`crmlab.runners.placement`) into ``args.slots``;
-    must run before Keras is imported. With several workers this process keeps off every accelerator (it only
-    loads the study and collects results); a single worker is this process, restricted to its slot's GPUs."""
+    must run before Keras is imported. With several workers this process keeps off every accelerator while the
+    command runs (it only loads the study and collects results); a single worker is this process, restricted to its
+    slot's GPUs."""
     if not hasattr(args, "gpus_per_run"):
-        return
-    from crmlab.runners.placement import detect_gpus, hide_accelerators, placement_text, plan_slots
+        return nullcontext()
+    from crmlab.runners.placement import accelerators_hidden, detect_gpus, placement_text, plan_slots
 
     gpus = detect_gpus()
     jobs = args.jobs if hasattr(args, "jobs") else args.workers
     args.slots = plan_slots(gpus, jobs, args.gpus_per_run, args.runs_per_gpu)
     if len(args.slots) > 1:
-        hide_accelerators()
         print(placement_text(args.slots, gpus), flush=True)
-    elif args.slots[0].gpus and (args.gpus_per_run or args.runs_per_gpu):
+        return accelerators_hidden()
+    if args.slots[0].gpus and (args.gpus_per_run or args.runs_per_gpu):
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(args.slots[0].gpus)
+    return nullcontext()
 
 
 def _progress(line: str) -> None:
@@ -392,9 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return options.EXIT_USAGE
     try:
-        _place(args)
-        _use_backend(getattr(args, "backend", None))
-        return args.func(args)
+        with _place(args):
+            _use_backend(getattr(args, "backend", None))
+            return args.func(args)
     except CrmlabError as exc:
         for line in str(exc).splitlines():
             print(line, file=sys.stderr)

@@ -71,6 +71,7 @@ def _fresh() -> dict[str, Any]:
         "logged": 0,
         "stage_keys": [],
         "devices": None,
+        "dropped_history": [],
     }
 
 
@@ -83,8 +84,9 @@ class CheckpointState:
     ``checkpoint`` (the current ``ckpt-<n>`` folder), ``mlflow_run_id``, ``finished``, ``pruned`` (its state was
     dropped, see :func:`crmlab.runners.retention.drop_state`), ``step_seconds`` (seconds per step, by epoch),
     ``logged`` (history records sent to MLflow), ``stage_keys`` (the run's stage keys, which name the stage
-    caches it may load) and ``devices`` (the data-parallel replicas it trains on; the global batch is the recipe's
-    batch times this).
+    caches it may load), ``devices`` (the data-parallel replicas it trains on; the global batch is the recipe's
+    batch times this) and ``dropped_history`` (the epochs of attempts whose state was dropped: a pruned trial's,
+    kept so the epochs a search trained can still be counted).
 
     Args:
         run_dir: the run's directory; an existing ``state.json`` there is loaded.

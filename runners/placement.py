@@ -28,7 +28,8 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from crmlab.registry.errors import CrmlabError
 __all__ = [
     "PLACEMENT_ENV",
     "Slot",
+    "accelerators_hidden",
     "current_slot",
     "detect_gpus",
     "exclusive_slots",
@@ -192,12 +194,29 @@ def hide_accelerators(environ: MutableMapping[str, str] | None = None) -> None:
     :meth:`Slot.env` gives back to the workers.
     """
     environ = os.environ if environ is None else environ
-    if _HIDDEN in environ:
-        return
-    keep = {name: environ.get(name) for name in ("CUDA_VISIBLE_DEVICES", "JAX_PLATFORMS")}
-    environ[_HIDDEN] = json.dumps(keep)
+    if _HIDDEN not in environ:  # hidden once already (this process, or the one that started it): keep that record
+        keep = {name: environ.get(name) for name in ("CUDA_VISIBLE_DEVICES", "JAX_PLATFORMS")}
+        environ[_HIDDEN] = json.dumps(keep)
     environ["CUDA_VISIBLE_DEVICES"] = ""
     environ["JAX_PLATFORMS"] = "cpu"
+
+
+@contextmanager
+def accelerators_hidden(environ: MutableMapping[str, str] | None = None) -> Iterator[None]:
+    """:func:`hide_accelerators` for the duration, then the environment as it was (a command run in-process, e.g.
+    by a test, leaves no hidden GPUs behind)."""
+    environ = os.environ if environ is None else environ
+    names = (_HIDDEN, "CUDA_VISIBLE_DEVICES", "JAX_PLATFORMS")
+    saved = {name: environ.get(name) for name in names}
+    hide_accelerators(environ)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                environ.pop(name, None)
+            else:
+                environ[name] = value
 
 
 def current_slot() -> Slot | None:

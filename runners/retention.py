@@ -92,9 +92,10 @@ def clean_finished(run_dir: Path) -> None:
 
 def drop_state(state: CheckpointState) -> None:
     """Reset a run that will never resume (a pruned trial): commit a fresh ``state.json`` marked ``pruned``, then
-    delete the checkpoints it named. The caller holds the run's lock; the run's next training starts from its
-    first epoch (its MLflow run is not reopened: a new one is made)."""
-    state.reset(pruned=True)
+    delete the checkpoints it named. The epochs it trained move to ``dropped_history``. The caller holds the run's
+    lock; the run's next training starts from its first epoch (its MLflow run is not reopened: a new one is made)."""
+    trained = state["dropped_history"] + state["history"]
+    state.reset(pruned=True, dropped_history=trained)
     state.commit()
     clean_finished(state.run_dir)
 

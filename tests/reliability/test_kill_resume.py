@@ -278,7 +278,8 @@ def test_a_killed_worker_is_its_runs_failure_and_the_parent_keeps_off_the_gpus(w
     (bin_dir / "nvidia-smi").write_text("#!/bin/sh\nprintf '0\\n1\\n'\n")
     (bin_dir / "nvidia-smi").chmod(0o755)
     env = {**_env(workspace), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("CUDA_VISIBLE_DEVICES", None)
+    for name in ("CUDA_VISIBLE_DEVICES", "JAX_PLATFORMS", "CRMLAB_HIDDEN_ENV"):
+        env.pop(name, None)
     args = [*ablate_args([0]), "--jobs", "2", "--no-mlflow", "--runs-dir", str(workspace / "runs")]
     proc = subprocess.Popen(
         [sys.executable, "-c", PROBE, *args],

@@ -97,3 +97,14 @@ def test_the_parent_hides_accelerators_and_its_workers_get_the_users_devices_bac
             worker.pop(k, None)
     assert worker["CUDA_VISIBLE_DEVICES"] == "1" and worker["JAX_PLATFORMS"] == "cuda"
     assert placement_text(slots, gpus).endswith("this process: CPU only")
+
+
+def test_hiding_for_a_command_run_in_process_leaves_the_environment_as_it_was() -> None:
+    from crmlab.runners.placement import accelerators_hidden
+
+    env = {"CUDA_VISIBLE_DEVICES": "3"}
+    with accelerators_hidden(env):
+        assert env["CUDA_VISIBLE_DEVICES"] == "" and env["JAX_PLATFORMS"] == "cpu"
+        hide_accelerators(env)  # hidden again (a nested command): the user's value stays recorded
+        assert Slot(0, ("3",)).env(env)["CUDA_VISIBLE_DEVICES"] == "3"
+    assert env == {"CUDA_VISIBLE_DEVICES": "3"}

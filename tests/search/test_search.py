@@ -300,8 +300,10 @@ def test_crmlab_dashboard_serves_the_study_history_and_pruning_values(optuna_sea
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    trials = detail["trials"]
-    assert len(trials) == 4 and {t["state"] for t in trials} == {"Complete"}
+    trials = detail["trials"]  # 4, or 5 once the module's rerun test has added one
+    expected = _study(optuna_search["tmp"] / "optuna.db").get_trials()
+    assert [t["number"] for t in trials] == [t.number for t in expected] and len(trials) >= 4
+    assert {t["state"] for t in trials} == {"Complete"}
     assert all(len(t["intermediate_values"]) == 2 for t in trials), "one value per fine-tuning epoch"
 
 

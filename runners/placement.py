@@ -28,7 +28,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,6 +47,7 @@ __all__ = [
     "placement_text",
     "plan_slots",
     "record_placement",
+    "set_environment",
 ]
 
 PLACEMENT_ENV = "CRMLAB_PLACEMENT"
@@ -212,11 +213,17 @@ def accelerators_hidden(environ: MutableMapping[str, str] | None = None) -> Iter
     try:
         yield
     finally:
-        for name, value in saved.items():
-            if value is None:
-                environ.pop(name, None)
-            else:
-                environ[name] = value
+        set_environment(saved, environ)
+
+
+def set_environment(values: Mapping[str, str | None], environ: MutableMapping[str, str] | None = None) -> None:
+    """Set each variable of ``values`` in ``environ`` (default ``os.environ``); None removes it."""
+    environ = os.environ if environ is None else environ
+    for name, value in values.items():
+        if value is None:
+            environ.pop(name, None)
+        else:
+            environ[name] = value
 
 
 def current_slot() -> Slot | None:

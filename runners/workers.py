@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from crmlab.runners.placement import Slot, exclusive_slots
+from crmlab.runners.placement import Slot, exclusive_slots, set_environment
 
 __all__ = [
     "Outcome",
@@ -107,18 +107,10 @@ def slot_environment(slot: Slot) -> Iterator[None]:
     changes = slot.env()
     saved = {name: os.environ.get(name) for name in changes}
     try:
-        for name, value in changes.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        set_environment(changes)
         yield
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        set_environment(saved)
 
 
 def death_reason(exitcode: int | None) -> str:

@@ -71,6 +71,8 @@ def _fresh() -> dict[str, Any]:
         "logged": 0,
         "stage_keys": [],
         "devices": None,
+        "processes": None,
+        "global_batch": {},
         "dropped_history": [],
     }
 
@@ -84,9 +86,10 @@ class CheckpointState:
     ``checkpoint`` (the current ``ckpt-<n>`` folder), ``mlflow_run_id``, ``finished``, ``pruned`` (its state was
     dropped, see :func:`crmlab.runners.retention.drop_state`), ``step_seconds`` (seconds per step, by epoch),
     ``logged`` (history records sent to MLflow), ``stage_keys`` (the run's stage keys, which name the stage
-    caches it may load), ``devices`` (the data-parallel replicas it trains on; the global batch is the recipe's
-    batch times this) and ``dropped_history`` (the epochs of attempts whose state was dropped: a pruned trial's,
-    kept so the epochs a search trained can still be counted).
+    caches it may load), ``devices`` (the data-parallel replicas it trains on, over all its processes; the
+    global batch is the recipe's batch times this), ``processes`` (1, or the processes of a multi-process run),
+    ``global_batch`` (by stage name) and ``dropped_history`` (the epochs of attempts whose state was dropped: a
+    pruned trial's, kept so the epochs a search trained can still be counted).
 
     Args:
         run_dir: the run's directory; an existing ``state.json`` there is loaded.

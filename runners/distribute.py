@@ -11,14 +11,15 @@ from typing import Any
 import keras
 
 from crmlab.registry.errors import SpecError
+from crmlab.runners.processes import join_processes
 
 __all__ = ["MULTI_WORKER_UNSUPPORTED", "Distribution", "make_distribution"]
 
 MULTI_WORKER_UNSUPPORTED = (
     "multi_worker: Keras {keras} cannot train under TensorFlow's MultiWorkerMirroredStrategy (fit fails on its "
-    "PerReplica batches, with a PyDataset and with a tf.data.Dataset alike); train on every GPU of one machine with "
-    "--backend jax and strategy: data_parallel (or mirrored on TensorFlow); training across processes or machines "
-    "is not supported yet"
+    "PerReplica batches, with a PyDataset and with a tf.data.Dataset alike); train across processes or machines with "
+    "--backend jax and strategy: multi_worker (jax.distributed, one command per process; see the README), or on "
+    "every GPU of one machine with mirrored"
 )
 """Why ``strategy: multi_worker`` (or ``auto`` with ``TF_CONFIG`` set) is refused on TensorFlow, with what to use."""
 
@@ -66,9 +67,7 @@ def _tf_strategy(name: str) -> Distribution:
         tf.tpu.experimental.initialize_tpu_system(resolver)
         strategy = tf.distribute.TPUStrategy(resolver)
     else:
-        raise SpecError(
-            "", "recipe.strategy", f"'{name}' is a JAX strategy; on TensorFlow use mirrored, multi_worker or tpu"
-        )
+        raise SpecError("", "recipe.strategy", f"'{name}' is a JAX strategy; on TensorFlow use mirrored or tpu")
     devices = list(getattr(strategy.extended, "worker_devices", [])) or [name]
     return Distribution(name, int(strategy.num_replicas_in_sync), devices, strategy)
 
@@ -76,16 +75,22 @@ def _tf_strategy(name: str) -> Distribution:
 def _jax_distribution(name: str) -> Distribution:
     import jax
 
-    devices = jax.devices()
+    if name == "multi_worker":  # before JAX first uses a device
+        join_processes(name)
+    devices = jax.devices()  # every process's devices when the processes are joined
     if name == "auto":
         name = "data_parallel" if len(devices) > 1 else "none"
     if name == "none":
         keras.distribution.set_distribution(None)
         return Distribution("none", 1, [str(devices[0])])
-    if name != "data_parallel":
-        raise SpecError("", "recipe.strategy", f"'{name}' is a TensorFlow strategy; on JAX use data_parallel")
-    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-    return Distribution("data_parallel", len(devices), [str(d) for d in devices])
+    if name not in ("data_parallel", "multi_worker"):
+        raise SpecError(
+            "", "recipe.strategy", f"'{name}' is a TensorFlow strategy; on JAX use data_parallel or multi_worker"
+        )
+    # multi_worker: each process feeds its own slice of every batch (crmlab.runners.processes), never sharded here
+    sharded = name == "data_parallel"
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices, auto_shard_dataset=sharded))
+    return Distribution(name, len(devices), [str(d) for d in devices])
 
 
 def make_distribution(name: str) -> Distribution:

@@ -37,6 +37,8 @@ class Batches(keras.utils.PyDataset):
         batch_size: global batch size.
         seed: shuffling seed.
         reverse_complement: replace a random half of each batch by its reverse complement.
+        part: ``(index, count)``: give the ``index``-th of ``count`` equal slices of every global batch (each
+            process of a multi-process run feeds its own slice; ``batch_size`` must divide by ``count``).
     """
 
     def __init__(
@@ -46,10 +48,14 @@ class Batches(keras.utils.PyDataset):
         batch_size: int,
         seed: int,
         reverse_complement: bool = False,
+        part: tuple[int, int] = (0, 1),
     ) -> None:
         super().__init__(workers=1, use_multiprocessing=False)
+        if batch_size % part[1]:
+            raise ValueError(f"a global batch of {batch_size} does not split into {part[1]} equal slices")
         self.tokens, self.targets = tokens, np.asarray(targets, dtype="float32").reshape(-1, 1)  # no copy if float32
         self.batch_size, self.seed, self.rc = batch_size, seed, reverse_complement
+        self.part = part
         self.epoch = 0
         self._order_epoch = -1
         self._order = np.arange(len(tokens))
@@ -67,9 +73,11 @@ class Batches(keras.utils.PyDataset):
         idx = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         if len(idx) < self.batch_size and len(self._order) >= self.batch_size:
             idx = np.concatenate([idx, self._order[: self.batch_size - len(idx)]])
+        flip = np.random.default_rng([self.seed, self.epoch, index]).random(len(idx)) < 0.5
+        mine = slice(self.part[0] * len(idx) // self.part[1], (self.part[0] + 1) * len(idx) // self.part[1])
+        idx, flip = idx[mine], flip[mine]  # this process's slice of the global batch (all of it, alone)
         rows = self.tokens[idx]
         x = rows.astype("int32")
         if self.rc:
-            flip = np.random.default_rng([self.seed, self.epoch, index]).random(len(idx)) < 0.5
             x[flip] = reverse_complement(rows[flip]).astype("int32")
         return x, self.targets[idx]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,8 @@ import keras
 import numpy as np
 
 from crmlab.blocks.assemble import parameter_counts
-from crmlab.registry.errors import CrmlabError
 from crmlab.registry.spec import GraphSpec
+from crmlab.runners import processes
 from crmlab.runners.callbacks import EpochControl, EpochHook, log_pending
 from crmlab.runners.checkpoint import (
     BEST,
@@ -54,8 +53,9 @@ from crmlab.runners.metrics import regression_metrics
 from crmlab.runners.outputs import RunResult, load_result, write_outputs
 from crmlab.runners.pipeline import Batches
 from crmlab.runners.placement import current_slot, record_placement
+from crmlab.runners.processes import ALLOW_DEVICE_CHANGE
 from crmlab.runners.recipe import Recipe, Stage
-from crmlab.runners.retention import clean_finished, drop_state, keep_state, run_lock
+from crmlab.runners.retention import clean_finished, drop_state, keep_state
 from crmlab.runners.runkey import data_hashes, digest, run_key, stage_keys
 from crmlab.runners.tracking import Tracker, flatten, git_commit
 
@@ -128,20 +128,21 @@ def train_run(
 
     Returns:
         The :class:`~crmlab.runners.outputs.RunResult`; a run found finished in ``runs_dir`` is returned without
-        training.
+        training. With ``recipe.strategy: multi_worker`` every process returns the chief's result, and only the
+        chief writes (:mod:`crmlab.runners.processes`).
     """
+    processes.join_processes(recipe.strategy)
     key = run_key(graph, recipe, data_hashes(datasets, tests))
     run_dir = Path(runs_dir) / key
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if owner is not None:
-        record_run(Path(runs_dir), owner, key, data_hashes(datasets, tests).values())
-    ctx = RunContext(graph, recipe, datasets, tests, run_dir, key, tracker, run_name, tags, epoch_hook, verbose)
-    with run_lock(run_dir):  # a second process with the same run waits, then finds it finished
-        return _locked_run(ctx)
-
-
-ALLOW_DEVICE_CHANGE = "CRMLAB_ALLOW_DEVICE_CHANGE"
-"""Set to 1 to resume a run on another device count than it started on (its global batch then changes)."""
+    if processes.is_chief():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if owner is not None:
+            record_run(Path(runs_dir), owner, key, data_hashes(datasets, tests).values())
+    tracker = tracker if processes.is_chief() else None
+    with processes.run_folder(run_dir) as folder:  # a second run of the key waits for it, then finds it finished
+        ctx = RunContext(graph, recipe, datasets, tests, folder, key, tracker, run_name, tags, epoch_hook, verbose)
+        result = _locked_run(ctx)
+    return result if folder == run_dir else load_result(run_dir, key)
 
 
 def _locked_run(ctx: RunContext) -> RunResult:
@@ -164,7 +165,7 @@ def _locked_run(ctx: RunContext) -> RunResult:
     compiled = training_model(ctx.graph, recipe)
     model, dist = compiled.model, compiled.dist
     counts = parameter_counts(model)
-    _check_devices(ctx, state, dist.replicas)
+    devices = processes.record_devices(state, recipe, dist.replicas)
     slot = current_slot()
     if slot is not None:  # a worker process (--jobs, --workers): what it was given and what it sees
         seen = ",".join(record_placement(ctx.run_dir, slot)["devices"])
@@ -172,7 +173,7 @@ def _locked_run(ctx: RunContext) -> RunResult:
         ctx = dataclasses.replace(ctx, tags={**(ctx.tags or {}), **placed})
 
     if tracker is not None:
-        _start_tracking(ctx, tracker, state, dist, counts)
+        _start_tracking(ctx, tracker, state, dist, counts, devices)
     try:
         result = _train_stages(ctx, compiled, state)
     except BaseException as exc:
@@ -197,22 +198,13 @@ def _locked_run(ctx: RunContext) -> RunResult:
     return result
 
 
-def _check_devices(ctx: RunContext, state: CheckpointState, replicas: int) -> None:
-    """Record the replicas a run trains on (committed with its first checkpoint). A run resumed on another count
-    would change its global batch, so its result, midway: refused unless ``CRMLAB_ALLOW_DEVICE_CHANGE=1``."""
-    before = state["devices"]
-    if before is not None and before != replicas and os.environ.get(ALLOW_DEVICE_CHANGE) != "1":
-        batch = ctx.recipe.batch_size
-        raise CrmlabError(
-            f"{ctx.run_dir}: this run started on {before} device(s) (global batch {batch * before}) and this process "
-            f"has {replicas} (global batch {batch * replicas}); resume it on {before}, or set "
-            f"{ALLOW_DEVICE_CHANGE}=1 to go on with the new global batch"
-        )
-    state["devices"] = replicas
-
-
 def _start_tracking(
-    ctx: RunContext, tracker: Tracker, state: CheckpointState, dist: Distribution, counts: dict[str, int]
+    ctx: RunContext,
+    tracker: Tracker,
+    state: CheckpointState,
+    dist: Distribution,
+    counts: dict[str, int],
+    devices: dict[str, str],
 ) -> None:
     """Start (or resume) the run's MLflow run, record its id in ``state``, log parameters and pending epochs."""
     graph = ctx.graph
@@ -223,7 +215,7 @@ def _start_tracking(
         "crmlab.version": _version(),
         "crmlab.backend": keras.config.backend(),
         "crmlab.strategy": dist.name,
-        "crmlab.devices": str(dist.replicas),
+        **devices,
         **(ctx.tags or {}),
     }
     commit = git_commit(Path(__file__).parent)
@@ -290,10 +282,11 @@ def _train_stage(ctx: RunContext, compiled: TrainingModel, state: CheckpointStat
     state["norm"][stage.name] = [mean, std]
     batch = (stage.batch_size or recipe.batch_size) * dist.replicas
     train_y = (train.values - mean) / std
-    batches = Batches(train.tokens, train_y, batch, recipe.seed, recipe.reverse_complement)
-    keep = len(val) - len(val) % dist.replicas  # every validation batch must split evenly across replicas
-    val_y = ((val.values[:keep] - mean) / std).astype("float32").reshape(-1, 1)
-    val_xy = (val.tokens[:keep].astype("int32"), val_y)
+    part = (processes.process_index(), processes.process_count())  # each process feeds its slice of every batch
+    batches = Batches(train.tokens, train_y, batch, recipe.seed, recipe.reverse_complement, part)
+    keep = processes.local_rows(len(val) - len(val) % dist.replicas)  # whole batches, split evenly across replicas
+    val_y = ((val.values[keep] - mean) / std).astype("float32").reshape(-1, 1)
+    val_xy = (val.tokens[keep].astype("int32"), val_y)
     row = (train.tokens[:1].astype("int32"), train_y[:1].astype("float32").reshape(-1, 1))
     compiled.start_stage(recipe, stage, len(batches), *row)
     start = state.run_dir / f"stage{index}-start.npz"
@@ -311,7 +304,7 @@ def _train_stage(ctx: RunContext, compiled: TrainingModel, state: CheckpointStat
         model.fit(
             batches,
             validation_data=val_xy,
-            validation_batch_size=max(batch, 256 * dist.replicas),
+            validation_batch_size=max(batch, 256 * dist.replicas) // processes.process_count(),
             epochs=epochs,
             shuffle=False,  # Batches fixes a seeded per-epoch order; Keras must not reorder it
             initial_epoch=state["epoch"],
@@ -393,6 +386,8 @@ def predict(model: keras.Model, tokens: np.ndarray, replicas: int = 1, batch_siz
     if pad:
         x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
     size = max(batch_size // replicas, 1) * replicas
+    if processes.process_count() > 1:
+        return processes.predict_across(model, x, size).reshape(-1)[: len(tokens)]
     return model.predict(x, batch_size=size, verbose=0).reshape(-1)[: len(tokens)]
 
 

@@ -216,7 +216,7 @@ def test_two_replicas_match_the_single_device_run(backend: str, strategy: str, t
 def test_tensorflow_multi_worker_is_a_one_line_error_naming_the_alternative(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keras 3 cannot fit under MultiWorkerMirroredStrategy (tried with two loopback workers on TF_CONFIG: fit fails
     converting PerReplica batches), so the strategy is refused before anything trains, also when ``auto`` finds
-    ``TF_CONFIG``."""
+    ``TF_CONFIG``; the message names JAX's multi_worker (tests/runners/test_multiprocess.py)."""
     import keras
 
     from crmlab.registry.errors import SpecError
@@ -226,7 +226,7 @@ def test_tensorflow_multi_worker_is_a_one_line_error_naming_the_alternative(monk
         pytest.skip("a TensorFlow strategy")
     with pytest.raises(SpecError, match=r"recipe\.strategy: multi_worker: Keras 3\.\S+ cannot train") as info:
         make_distribution("multi_worker")
-    assert "--backend jax and strategy: data_parallel" in str(info.value) and "\n" not in str(info.value)
+    assert "--backend jax and strategy: multi_worker" in str(info.value) and "\n" not in str(info.value)
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"index": 0}}))
     with pytest.raises(SpecError, match="multi_worker"):
         make_distribution("auto")

@@ -14,14 +14,13 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from crmlab import options
+from crmlab import model_registry, options
 from crmlab.registry.errors import CrmlabError
 from crmlab.runners.quiet import import_keras_quietly
 
 __all__ = [
     "build_parser",
     "cmd_ablate",
-    "cmd_bench",
     "cmd_blocks",
     "cmd_build",
     "cmd_compare",
@@ -135,15 +134,21 @@ def _print_nodes(model: Any, spec: Any) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a study: stages, test metrics, MLflow run."""
     from crmlab.runners.manifest import Owner, record_study
-    from crmlab.runners.study import checked_runs_dir, load_train_study
+    from crmlab.runners.processes import is_chief, join_processes
+    from crmlab.runners.recipe import TrainStudy
+    from crmlab.runners.study import checked_runs_dir, load_train_study, read_study
     from crmlab.runners.tracking import Tracker
     from crmlab.runners.train import train_run
 
     runs_dir = checked_runs_dir(args.runs_dir)
+    model_registry.check_options(args)
+    join_processes(read_study(Path(args.study), args.set, TrainStudy).recipe.strategy)  # before JAX uses a device
     loaded = load_train_study(args.study, args.set, assemble=True)
-    tracker = None if args.no_mlflow else Tracker(args.tracking_uri, loaded.study.name)
+    chief = is_chief()  # the other processes of a multi_worker run write nothing
+    tracker = None if args.no_mlflow or not chief else Tracker(args.tracking_uri, loaded.study.name)
     owner = Owner(loaded.study.name, "train")
-    record_study(runs_dir, owner, "start")
+    if chief:
+        record_study(runs_dir, owner, "start")
     result = train_run(
         loaded.graph,
         loaded.study.recipe,
@@ -155,7 +160,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         verbose=args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2),
         owner=owner,
     )
-    record_study(runs_dir, owner, "finish")
+    if chief:
+        record_study(runs_dir, owner, "finish")
     print(f"run {result.run_key} ({result.run_dir}); MLflow run {result.mlflow_run_id or '-'}")
     if result.validation:
         v = result.validation
@@ -165,6 +171,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     for name, m in result.test_metrics.items():
         n = len(result.predictions.get(name, []))
         print(f"{name:<34} {n:>6} {m['pearson_r']:>10.4f} {m['spearman_rho']:>10.4f} {m['r2']:>8.4f} {m['mse']:>8.4f}")
+    if tracker is not None:
+        model_registry.register_result(args, result, loaded.study.name, "train")
     return 0
 
 
@@ -177,16 +185,19 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from crmlab.search.seeds import seeds_text
 
     runs_dir = checked_runs_dir(args.runs_dir)
+    model_registry.check_options(args)
     ablation = load_ablation(args.study, args.set)
+    choice = model_registry.check_ablation_options(args, ablation)
     names = ", ".join(f"{v.name} ({v.parameters:,} params)" for v in ablation.variants)
     print(f"{ablation.doc.name}: {len(ablation.variants)} variants x {seeds_text(ablation.doc.seeds)}: {names}")
-    _, rows, report = run_ablation(
+    results, rows, report = run_ablation(
         ablation, runs_dir, args.tracking_uri, mlflow=not args.no_mlflow, slots=args.slots, progress=_progress
     )
     print(table_text(rows))
     print(f"report: {report}")
     for (name, seed), reason in ablation.failed.items():
         print(f"{args.study}: {name} seed={seed} failed: {reason}", file=sys.stderr)
+    model_registry.register_ablation(args, ablation, choice, results)
     return 1 if ablation.failed else 0
 
 
@@ -217,6 +228,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     runs_dir = checked_runs_dir(args.runs_dir)
     export = check_export_path(args.export)
+    model_registry.check_options(args)
     search = load_search(args.study, args.set)
     doc = search.doc
     options = SearchOptions(
@@ -242,6 +254,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         Tracker(args.tracking_uri, doc.name)  # an unusable tracking store is reported before an SQLite storage
     run = backend.run(search, runs_dir, options)
     print(backend.summary(search, run))
+    model_registry.register_search(args, search, run.rows, runs_dir)
     if export is not None:
         best, study_file, graph_file = export_best_trial(search, run.rows, export)
         print(f"best trial {best.number} exported: {study_file} (graph {graph_file}); train it: crmlab train {export}")
@@ -250,35 +263,6 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def _silent(line: str) -> None:
     del line
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    """Time training steps of a spec across batch sizes, precisions, backends and strategies (bench/step_time.py)."""
-    from crmlab.registry.spec import load_graph
-    from crmlab.runners.bench_report import TABLE_COLUMNS, run_step_time, text_table
-
-    name = load_graph(args.spec).name
-    if args.quick:
-        args.batch_sizes, args.steps, args.warmup = args.batch_sizes or [8], 2, 1
-    out = Path(args.out) if args.out else Path("bench/results") / f"step_time_{name}.csv"
-    rows, run_id = run_step_time(
-        args.spec,
-        out,
-        batch_sizes=args.batch_sizes or [32, 64, 128],
-        precisions=args.precisions,
-        backends=args.backends,
-        strategies=args.strategies,
-        steps=args.steps,
-        warmup=args.warmup,
-        jit_compile={"true": True, "false": False}.get(args.jit_compile, args.jit_compile),
-        dataset_size=args.dataset_size,
-        tracking_uri=args.tracking_uri,
-        mlflow=not args.no_mlflow,
-        progress=lambda line: print(line, flush=True),
-    )
-    print(f"table: {out}; MLflow run {run_id or '-'}")
-    print(text_table(rows, TABLE_COLUMNS))
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -306,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         help="train a study (kind: train) and evaluate it on its test sets",
-        parents=[*study, options.no_mlflow(), options.runs_dir()],
+        parents=[*study, options.no_mlflow(), options.runs_dir(), options.register("the run's model")],
     )
     p.add_argument("study", help="train study YAML (e.g. studies/train_small.yaml)")
     p.add_argument(
@@ -320,7 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "ablate",
         help="run an ablation study (kind: ablation) and compare it against canonical",
-        parents=[*study, options.runs_dir(), options.no_mlflow(), options.placement("--jobs")],
+        parents=[
+            *study,
+            options.runs_dir(),
+            options.no_mlflow(),
+            options.placement("--jobs"),
+            options.register("a run's model (canonical's, the first seed's, unless named below)", variant=True),
+        ],
     )
     p.add_argument("study", help="ablation study YAML (e.g. studies/quickstart.yaml)")
     p.add_argument(
@@ -341,7 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "search",
         help="search a space of variants (kind: search) with Optuna or KerasTuner",
-        parents=[*study, options.no_mlflow(), options.runs_dir(), options.placement("--workers")],
+        parents=[
+            *study,
+            options.no_mlflow(),
+            options.runs_dir(),
+            options.placement("--workers"),
+            options.register("the best trial's model"),
+        ],
     )
     p.add_argument("study", help="search study YAML (e.g. studies/quick_search.yaml)")
     p.add_argument("--storage", help="Optuna storage URL, shared by workers (default: sqlite:///<runs-dir>/optuna.db)")
@@ -354,30 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no per-trial progress lines")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser(
-        "bench",
-        help="time training steps of a spec: batch sizes x precisions x backends x strategies",
-        parents=[options.keras_backend("Keras backend of this process"), options.tracking_uri(), options.no_mlflow()],
-    )
-    p.add_argument("spec", help="graph spec YAML (e.g. studies/graphs/crmnet.yaml)")
-    p.add_argument("--batch-sizes", type=int, nargs="+", metavar="N", help="per-device batch sizes (32 64 128)")
-    p.add_argument(
-        "--precisions", nargs="+", default=["float32"], metavar="P", help="float32 mixed_float16 mixed_bfloat16"
-    )
-    p.add_argument("--backends", nargs="+", metavar="B", help="tensorflow jax (default: the running backend)")
-    p.add_argument("--strategies", nargs="+", default=["one"], metavar="S", help="one (device) and/or all (devices)")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per setting (median reported)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed first steps (compilation)")
-    p.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"], help="recipe.jit_compile")
-    p.add_argument("--dataset-size", type=int, default=30_722_376, help="sequences per epoch for the epoch time")
-    p.add_argument("--out", help="CSV file (default: bench/results/step_time_<spec name>.csv; .md beside it)")
-    p.add_argument("--quick", action="store_true", help="CI size: batch 8 unless given, 2 timed steps, 1 warm-up")
-    p.set_defaults(func=cmd_bench)
-
-    from crmlab import dashboard, runs
+    from crmlab import dashboard, runs, step_time
     from crmlab.interpret import add_parsers
 
     add_parsers(sub)  # predict, explain
+    step_time.add_parser(sub)
     runs.add_parser(sub)
     dashboard.add_parser(sub)
     return parser

@@ -17,6 +17,7 @@ __all__ = [
     "no_mlflow",
     "overrides",
     "positive_int",
+    "register",
     "runs_dir",
     "tracking_uri",
 ]
@@ -96,4 +97,29 @@ def placement(workers: str) -> argparse.ArgumentParser:
         metavar="M",
         help=f"at most M {workers} processes share a GPU, each with 1/M of its memory (default: as {workers} needs)",
     )
+    return parent
+
+
+def register(what: str, variant: bool = False) -> argparse.ArgumentParser:
+    """``--register NAME``: register ``what`` (the model a command trains) in the MLflow Model Registry; with
+    ``variant`` (``crmlab ablate``) also ``--register-variant`` and ``--register-seed``, which name the run."""
+    parent = _parent()
+    parent.add_argument(
+        "--register",
+        metavar="NAME",
+        help=f"register {what} in the MLflow Model Registry as a new version of NAME (tags: study, run key, test "
+        "metrics)",
+    )
+    if variant:
+        parent.add_argument(
+            "--register-variant",
+            metavar="VARIANT",
+            help="with --register: the variant whose model is registered (default: canonical)",
+        )
+        parent.add_argument(
+            "--register-seed",
+            type=int,
+            metavar="N",
+            help="with --register: the seed of that variant's run (default: the study's first seed)",
+        )
     return parent

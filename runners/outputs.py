@@ -4,7 +4,8 @@ the files it leaves in its run directory, and reading a finished run back from t
 A finished run directory holds ``graph.yaml``, ``recipe.yaml``, ``result.json`` (test metrics, parameter counts,
 MLflow run id, final validation metrics, history), ``model.keras`` and ``predictions_<test>.npy`` /
 ``measured_<test>.npy`` per test set; with MLflow, the final metrics, these files, scatter plots and prediction
-tables are logged to the run.
+tables are logged to the run, and ``model.keras`` as the run's logged model, a pyfunc model that scores sequences
+(:mod:`crmlab.runners.mlflow_model`).
 """
 
 from __future__ import annotations
@@ -88,8 +89,9 @@ def finished_result(
 
 
 def write_outputs(result: RunResult, graph: GraphSpec, recipe: Recipe, tracker: Tracker | None) -> None:
-    """Write a finished run's files into ``result.run_dir`` and, with a ``tracker``, log its final metrics
-    (``test.<set>.<metric>``, ``final.<metric>``, ``time_per_step_ms``, ``parameters``) and artifacts.
+    """Write a finished run's files into ``result.run_dir`` and, with a ``tracker``, log its model (the run's logged
+    pyfunc model, :func:`~crmlab.runners.mlflow_model.log_sequence_model`), its final metrics (``test.<set>.<metric>``,
+    ``final.<metric>``, ``time_per_step_ms``, ``parameters``; also the logged model's) and artifacts.
 
     ``model.keras`` and ``timing.json`` must already be in the run directory.
     """
@@ -110,14 +112,19 @@ def write_outputs(result: RunResult, graph: GraphSpec, recipe: Recipe, tracker: 
     (out / "result.json").write_text(json.dumps(summary, indent=1))
     if tracker is None:
         return
+    import keras
+
+    from crmlab.runners.mlflow_model import log_sequence_model
+
+    model_id = log_sequence_model(tracker, out / "model.keras", keras.config.backend())
     timing = json.loads((out / "timing.json").read_text())
     final = {f"test.{t}.{k}": v for t, m in result.test_metrics.items() for k, v in m.items()}
     final.update({f"final.{k}": v for k, v in result.validation.items()})
     if timing["seconds_per_step"]:
         final["time_per_step_ms"] = 1000 * timing["seconds_per_step"]
     final["parameters"] = result.parameters["total"]
-    tracker.log_metrics(final)
-    for name in ("graph.yaml", "recipe.yaml", "result.json", "model.keras"):
+    tracker.log_metrics(final, model_id=model_id)
+    for name in ("graph.yaml", "recipe.yaml", "result.json"):
         tracker.log_artifact(out / name)
     plots = _scatter_plots(result, out)
     for path in plots:

@@ -1,8 +1,10 @@
 """Scoring sequences with a trained model: model references, batched prediction, in-silico saturation mutagenesis.
 
 A trained model is named by a ``.keras`` file, a run directory (``RUNS_DIR/<run key>/``, holding ``model.keras``)
-or an MLflow run id (its logged ``model.keras`` artifact is downloaded). Every exported crmlab model ends in a
-``target_scale`` rescaling layer, so it predicts on the measured scale of the run's final training stage.
+or an MLflow run id (the Keras file of its logged model is downloaded,
+:func:`crmlab.runners.model_store.download_keras`; a run logged before crmlab logged models has a ``model.keras``
+artifact instead). Every exported crmlab model ends in a ``target_scale`` rescaling layer, so it predicts on the
+measured scale of the run's final training stage.
 
 Sequences are read with :func:`crmlab.runners.sequences.read_sequences` (the readers, checks and encoding of training
 data), so a file scored here gives the very tokens its training or test run saw.
@@ -106,19 +108,11 @@ def _load_keras(path: Path) -> keras.Model:
 
 
 def _download_model(run_id: str, tracking_uri: str | None) -> keras.Model:
-    from mlflow.artifacts import download_artifacts
-    from mlflow.exceptions import MlflowException
-
+    from crmlab.runners.model_store import download_keras
     from crmlab.runners.tracking import default_tracking_uri
 
-    uri = tracking_uri or default_tracking_uri()
     with tempfile.TemporaryDirectory(prefix="crmlab-model-") as tmp:
-        try:
-            local = download_artifacts(run_id=run_id, artifact_path="model.keras", dst_path=tmp, tracking_uri=uri)
-        except (MlflowException, OSError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CrmlabError(f"{run_id}: no model.keras of this MLflow run in {uri}: {first}") from None
-        return _load_keras(Path(local))
+        return _load_keras(download_keras(run_id, tracking_uri or default_tracking_uri(), Path(tmp)))
 
 
 def check_length(table: SequenceTable, loaded: LoadedModel, label: str) -> None:

@@ -4,9 +4,10 @@ The default store is local and embedded: ``MLFLOW_TRACKING_URI`` if set, else ``
 working directory with artifacts under ``./mlartifacts``; no server to start. ``--tracking-uri`` points elsewhere
 (e.g. ``http://127.0.0.1:5000`` for a ``mlflow server``).
 
-Artifacts that are files of a run folder (``model.keras``, ``result.json``, ...) are hard-linked into a local artifact
-store on the same file system instead of copied (:meth:`Tracker.log_artifact`): the store lists and serves them as
-usual, and the disk holds one copy. Elsewhere (a server, another file system) they are uploaded.
+Artifacts that are files of a run folder (``result.json``, the Keras file of the run's logged model, ...) are
+hard-linked into a local artifact store on the same file system instead of copied (:meth:`Tracker.log_artifact`,
+:meth:`Tracker.log_model`): the store lists and serves them as usual, and the disk holds one copy. Elsewhere (a
+server, another file system) they are uploaded.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import subprocess
+import tempfile
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +79,31 @@ def _quick_failure() -> Iterator[None]:
     finally:
         for k in added:
             os.environ.pop(k, None)
+
+
+def _local_folder(uri: str) -> Path | None:
+    """The folder of a local ``file:`` artifact URI, else ``None`` (a server, a cloud store)."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+        return None
+    return Path(urllib.request.url2pathname(parsed.path))
+
+
+def _store_files(local: Path, target: Path, links: Mapping[str, Path]) -> None:
+    """Put the files of folder ``local`` into the local artifact folder ``target``: those named in ``links`` as hard
+    links to their run-folder file (a copy across file systems), the others copied."""
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        rel = path.relative_to(local).as_posix()
+        dest = target / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.unlink(missing_ok=True)
+        if rel in links:
+            try:
+                os.link(links[rel], dest)
+                continue
+            except OSError:  # another file system, or links not supported
+                pass
+        shutil.copyfile(path, dest)
 
 
 DIGEST_LENGTH = 36
@@ -146,6 +174,14 @@ class Tracker:
         found = (r for r in runs if all(r.data.tags.get(k) == v for k, v in others))
         return next((r.info.run_id for r in found), None)
 
+    def start_or_reopen(
+        self, run_name: str, tags: Mapping[str, str], run_id: str | None, match: tuple[str, ...]
+    ) -> str:
+        """Reopen ``run_id``, else the newest run still RUNNING with the same ``match`` tags (a process killed between
+        creating a study's parent run and recording its id), else create the run; returns its id."""
+        reopen = run_id or self.unfinished_run({k: tags[k] for k in match})
+        return self.start(run_name, tags, reopen)
+
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
@@ -155,15 +191,24 @@ class Tracker:
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
     def log_metrics(
-        self, metrics: Mapping[str, float], step: int | None = None, timestamp: float | None = None
+        self,
+        metrics: Mapping[str, float],
+        step: int | None = None,
+        timestamp: float | None = None,
+        model_id: str | None = None,
     ) -> None:
-        """Log metrics at ``step``; a fixed ``timestamp`` (seconds) makes re-logging the same point idempotent."""
+        """Log metrics at ``step``; a fixed ``timestamp`` (seconds) makes re-logging the same point idempotent; with
+        ``model_id`` they are also the metrics of that logged model (the UI's "Logged models" table)."""
         import time
 
         from mlflow.entities import Metric
 
         ms = int((timestamp if timestamp is not None else time.time()) * 1000)
-        items = [Metric(k, float(v), ms, step or 0) for k, v in metrics.items() if v is not None and math.isfinite(v)]
+        items = [
+            Metric(k, float(v), ms, step or 0, model_id=model_id, run_id=self.run_id if model_id else None)
+            for k, v in metrics.items()
+            if v is not None and math.isfinite(v)
+        ]
         for i in range(0, len(items), 500):
             self.client.log_batch(self.run_id, metrics=items[i : i + 500])
 
@@ -186,13 +231,49 @@ class Tracker:
                 pass
         self.client.log_artifact(self.run_id, str(path), subdir)
 
+    def log_model(self, name: str, save: Callable[[Path, Any], None], links: Mapping[str, Path]) -> str:
+        """Log an MLflow model as a logged model of this run (MLflow 3: the run's "Logged models"); returns its id.
+
+        The client-side steps of ``mlflow.<flavor>.log_model``, through this tracker's client: create the logged
+        model, save it, store its files, record it as the run's output and mark it ready (``FAILED`` if saving or
+        storing fails).
+
+        Args:
+            name: the logged model's name.
+            save: writes the model folder: called with a path that does not exist yet and the ``mlflow.models.Model``
+                metadata to save (model id, run id, artifact location), e.g. by ``mlflow.pyfunc.save_model``.
+            links: files of the saved folder (relative paths) that are copies of these run-folder files: a local
+                artifact store on the same file system hard-links the run-folder file instead.
+        """
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.models import Model
+
+        logged = self.client.create_logged_model(self.experiment_id, name=name, source_run_id=self.run_id)
+        meta = Model(
+            artifact_path=logged.artifact_location,
+            model_uuid=logged.model_id,
+            run_id=self.run_id,
+            model_id=logged.model_id,
+        )
+        try:
+            with tempfile.TemporaryDirectory(prefix="crmlab-model-") as tmp:
+                local = Path(tmp) / "model"
+                save(local, meta)
+                target = _local_folder(logged.artifact_location)
+                if target is None:
+                    self.client.log_model_artifacts(logged.model_id, str(local))
+                else:
+                    _store_files(local, target, links)
+            self.client.log_outputs(self.run_id, [LoggedModelOutput(logged.model_id, step=0)])
+        except BaseException:
+            self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+            raise
+        self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+        return logged.model_id
+
     def _local_artifacts(self) -> Path | None:
         """The run's artifact folder when the store is a local ``file:`` folder, else ``None``."""
-        uri = self.client.get_run(self.run_id).info.artifact_uri or ""
-        parsed = urllib.parse.urlparse(uri)
-        if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
-            return None
-        return Path(urllib.request.url2pathname(parsed.path))
+        return _local_folder(self.client.get_run(self.run_id).info.artifact_uri or "")
 
     def log_datasets(self, datasets: list[tuple[str, str, int, str]]) -> None:
         """Record the data sets a run used as its MLflow inputs (the UI's Datasets column).

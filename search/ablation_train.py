@@ -44,11 +44,8 @@ def parent_run(ablation: Ablation, runs_dir: Path, tracking_uri: str | None) -> 
         "crmlab.study": str(ablation.path),
         "crmlab.runs_dir": str(runs_dir.resolve()),
     }
-    # a kill between creating the parent run and writing its id leaves it RUNNING: reopen it, make no second one
-    reopen = state.get("parent_run_id") or tracker.unfinished_run(
-        {k: tags[k] for k in ("crmlab.study_key", "crmlab.runs_dir")}
-    )
-    run_id = tracker.start(f"{ablation.doc.name} (study)", tags, reopen)
+    match = ("crmlab.study_key", "crmlab.runs_dir")
+    run_id = tracker.start_or_reopen(f"{ablation.doc.name} (study)", tags, state.get("parent_run_id"), match)
     if not state:
         tracker.log_params(
             flatten(

@@ -36,8 +36,8 @@ from crmlab.runners.manifest import Owner, record_study
 from crmlab.runners.retention import discard_unfinished
 from crmlab.search.backend import SearchBackend, SearchOptions, SearchRun
 from crmlab.search.leaderboard import TrialRow, log_summary
-from crmlab.search.optuna_backend import distributions
-from crmlab.search.optuna_backend import importances as optuna_importances
+from crmlab.search.optuna_study import distributions
+from crmlab.search.optuna_study import importances as optuna_importances
 from crmlab.search.search import CANONICAL, Search
 from crmlab.search.trial import TrialOutcome, open_parent_run, run_trial, train_canonical
 

@@ -1,5 +1,5 @@
-"""A search's results as text and on its MLflow parent run: the leaderboard, the parameter importances and the
-summary metrics (canonical, best trial, trial counts)."""
+"""A search's results as text and on its MLflow parent run: the leaderboard (also a table, ``leaderboard.json``), the
+parameter importances and the summary metrics (canonical, best trial, trial counts)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ __all__ = [
     "best_row",
     "complete_trials",
     "importances_text",
+    "leaderboard_columns",
     "leaderboard_text",
     "log_summary",
     "short_value",
@@ -125,11 +126,29 @@ def too_few_trials_text(complete: int, needed: int) -> str:
     )
 
 
+def leaderboard_columns(rows: Sequence[TrialRow]) -> dict[str, list[Any]]:
+    """Every trial as a table row, in trial order: ``number``, ``state``, ``value`` (the objective; ``None`` when the
+    trial has none), ``epochs``, then one column per searched parameter (``None`` where a trial has no value: an
+    inactive parameter)."""
+    ordered = sorted(rows, key=lambda r: r.number)
+    names = list(dict.fromkeys(k for r in ordered for k in r.params))
+    columns: dict[str, list[Any]] = {
+        "number": [r.number for r in ordered],
+        "state": [r.state for r in ordered],
+        "value": [r.value for r in ordered],
+        "epochs": [r.epochs for r in ordered],
+    }
+    for name in names:
+        columns[name] = [r.params.get(name) for r in ordered]
+    return columns
+
+
 def log_summary(
     tracker: Tracker, metric: str, direction: str, rows: Sequence[TrialRow], canonical: Mapping[str, Any]
 ) -> None:
-    """Log canonical's and the best trial's objective and the trial counts on the search's parent run; tag the best
-    trial (``crmlab.best_trial``)."""
+    """Log canonical's and the best trial's objective and the trial counts on the search's parent run, and the
+    leaderboard as the table ``leaderboard.json`` (:func:`leaderboard_columns`); tag the best trial
+    (``crmlab.best_trial``)."""
     metrics = {f"canonical.{metric}": canonical["value"]}
     best = best_row(rows, direction)
     if best is not None:
@@ -138,3 +157,4 @@ def log_summary(
     tracker.log_metrics(
         {**metrics, **{f"trials.{s}": sum(r.state == s for r in rows) for s in ("complete", "pruned", "failed")}}
     )
+    tracker.log_table(leaderboard_columns(rows), "leaderboard.json")

@@ -268,7 +268,8 @@ def open_parent_run(
         "crmlab.runs_dir": str(runs_dir.resolve()),
         "crmlab.backend_search": search.doc.backend,
     }
-    reopen = run_id or tracker.unfinished_run({k: tags[k] for k in ("crmlab.search_key", "crmlab.runs_dir")})
-    run_id = tracker.start(f"{search.doc.name} (search)", tags, reopen)
+    run_id = tracker.start_or_reopen(
+        f"{search.doc.name} (search)", tags, run_id, ("crmlab.search_key", "crmlab.runs_dir")
+    )
     tracker.log_params(flatten({"space": search.doc.space, "objective": search.doc.objective.model_dump()}))
     return tracker, run_id

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 if TYPE_CHECKING:
+    from tests.mlflow_server import MlflowServer
     from tests.pg import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,3 +62,19 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_url(postgres_server: PostgresServer) -> str:
     """SQLAlchemy/Optuna URL of the session's database: ``postgresql+psycopg2://postgres@127.0.0.1:PORT/crmlab``."""
     return postgres_server.url
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real ``mlflow server`` on 127.0.0.1 (free port, SQLite store, proxied artifacts) for the whole session (per
+    xdist worker); see tests/mlflow_server.py. Fails, never skips: CI must exercise it."""
+    from tests.mlflow_server import MlflowServer
+
+    try:
+        server = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()

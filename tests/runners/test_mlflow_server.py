@@ -1,34 +1,21 @@
-"""``crmlab train`` against a real ``mlflow server`` (HTTP REST API, proxied artifacts), and a dead tracking URI."""
+"""``crmlab train --register`` against a real ``mlflow server`` (HTTP REST API, proxied artifacts, model registry), and
+a dead tracking URI."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.mlflow_server import BIN, MlflowServer, clean_env, free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 STUDY = ROOT / "tests" / "fixtures" / "studies" / "tiny_train.yaml"
-BIN = Path(sys.executable).parent
-START_LIMIT_S = 60
 TRAIN_LIMIT_S = 300
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def crmlab_command() -> list[str]:
@@ -36,79 +23,17 @@ def crmlab_command() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "crmlab.cli"]
 
 
-def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
-    """The test's environment without a tracking URI of its own; token cache in ``tmp``; CPU only."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(CRMLAB_CACHE=str(tmp / "token-cache"), CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2", **extra)
-    env.pop("KERAS_BACKEND", None)
-    return env
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate the server and its workers (its own process group), then kill what is left."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=15)
-    with contextlib.suppress(ProcessLookupError):  # workers that outlived the server, or a server that hangs
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=15)
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """A real ``mlflow server`` on a free port: SQLite backend store, proxied artifacts. Yields (url, folder)."""
-    mlflow_exe = BIN / "mlflow"
-    if not mlflow_exe.exists():
-        pytest.skip(f"no mlflow executable next to {sys.executable}")
-    tmp = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp / "server.log"
-    command = [
-        str(mlflow_exe),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{tmp / 'srv.db'}",
-        "--artifacts-destination",
-        str(tmp / "artifacts"),
-    ]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            command, cwd=tmp, env=clean_env(tmp), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + START_LIMIT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not healthy after {START_LIMIT_S} s:\n{log.read_text()[-4000:]}")
-            time.sleep(0.5)
-        yield url, tmp
-    finally:
-        _stop(proc)
-
-
-def test_train_logs_a_complete_run_to_an_mlflow_server(mlflow_server: tuple[str, Path], tmp_path: Path) -> None:
+def test_train_logs_a_complete_run_to_an_mlflow_server(mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    from mlflow.artifacts import download_artifacts
     from mlflow.tracking import MlflowClient
 
-    url, server_dir = mlflow_server
+    from crmlab.runners.model_store import logged_model_id
+
+    url, server_dir = mlflow_server.url, mlflow_server.folder
     runs_dir = tmp_path / "runs"
+    command = [*crmlab_command(), "train", str(STUDY), "--tracking-uri", url, "--runs-dir", str(runs_dir)]
     proc = subprocess.run(
-        [*crmlab_command(), "train", str(STUDY), "--tracking-uri", url, "--runs-dir", str(runs_dir), "--verbose", "0"],
+        [*command, "--verbose", "0", "--register", "tiny_served"],
         cwd=tmp_path,
         env=clean_env(tmp_path),
         capture_output=True,
@@ -153,7 +78,8 @@ def test_train_logs_a_complete_run_to_an_mlflow_server(mlflow_server: tuple[str,
     assert tags["crmlab.strategy"] == "none" and tags["crmlab.devices"] == "1"
 
     top = {Path(a.path).name for a in client.list_artifacts(run.info.run_id)}
-    assert {"model.keras", "graph.yaml", "recipe.yaml", "result.json", "plots", "predictions"} <= top, top
+    assert {"graph.yaml", "recipe.yaml", "result.json", "plots", "predictions"} <= top, top
+    assert "model.keras" not in top, "the Keras file is the logged model's, stored once"
     plots = [a.path for a in client.list_artifacts(run.info.run_id, "plots")]
     assert sorted(Path(p).name for p in plots) == ["scatter_native.png", "scatter_native_github.png"]
     predictions = [Path(a.path).name for a in client.list_artifacts(run.info.run_id, "predictions")]
@@ -162,8 +88,22 @@ def test_train_logs_a_complete_run_to_an_mlflow_server(mlflow_server: tuple[str,
     # the artifacts went through the server into --artifacts-destination and come back unchanged
     fetched = Path(client.download_artifacts(run.info.run_id, "graph.yaml", str(tmp_path / "fetched")))
     assert fetched.read_text() == (run_dir / "graph.yaml").read_text()
-    stored = list((server_dir / "artifacts").rglob("model.keras"))
+    stored = list((server_dir / "artifacts" / experiment.experiment_id).rglob("model.keras"))  # the server is shared
     assert len(stored) == 1 and stored[0].stat().st_size == (run_dir / "model.keras").stat().st_size
+
+    # the run's logged model: a pyfunc model with the Keras file, stored through the server, and registered
+    model_id = logged_model_id(client, run.info.run_id)
+    logged = client.get_logged_model(model_id)
+    assert logged.artifact_location.startswith("mlflow-artifacts:") and model_id in stored[0].parts
+    mlmodel = download_artifacts(f"{logged.artifact_location}/MLmodel", tracking_uri=url, dst_path=str(tmp_path / "m"))
+    assert "python_function" in Path(mlmodel).read_text()
+    version = client.get_model_version("tiny_served", "1")
+    assert version.run_id == run.info.run_id and version.source == logged.artifact_location
+    assert version.tags["crmlab.study"] == "tiny_train" and version.tags["crmlab.kind"] == "train"
+    assert version.tags["crmlab.run_key"] == result["run_key"]
+    r = result["test_metrics"]["native"]["pearson_r"]
+    assert float(version.tags["test.native.pearson_r"]) == pytest.approx(r, rel=1e-5)
+    assert f"registered model tiny_served version 1 (MLflow run {run.info.run_id})" in proc.stdout
 
 
 def test_unreachable_tracking_uri_is_a_one_line_usage_error(tmp_path: Path) -> None:

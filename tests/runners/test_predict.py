@@ -1,5 +1,6 @@
 """``crmlab predict`` / ``crmlab explain`` on a tiny trained run: exact reproduction of the run's test predictions,
-saturation mutagenesis against predicting the mutants directly, sequence inputs, MLflow artifacts, errors."""
+saturation mutagenesis against predicting the mutants directly, sequence inputs, MLflow artifacts, errors; the run's
+logged pyfunc model (:mod:`crmlab.runners.mlflow_model`) called on sequences, and runs from before it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pandas as pd
 import pytest
 
 from crmlab.cli import main
+from crmlab.registry.errors import CrmlabError
+from crmlab.runners.model_store import logged_model_id
 from crmlab.runners.outputs import RunResult
 from crmlab.runners.predict import load_model, predict, saturation_mutagenesis
 from crmlab.runners.sequences import read_sequences
@@ -58,6 +61,11 @@ def test_predict_by_mlflow_run_id_reproduces_the_logged_test_predictions_exactly
         assert [f"{v:.6g}" for v in predicted] == logged(name)
         np.testing.assert_allclose(predicted, result.predictions[name], rtol=1e-6, atol=0)
 
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)  # the Keras file is the logged model's, not a plain artifact of the run
+    assert "model.keras" not in {a.path for a in client.list_artifacts(result.mlflow_run_id)}
+    assert logged_model_id(client, result.mlflow_run_id) is not None
     out = tmp_path / "native.tsv"
     assert main(["predict", result.mlflow_run_id, str(NATIVE), "-o", str(out), "--tracking-uri", uri, "-q"]) == 0
     assert "200 sequences scored" in capsys.readouterr().out
@@ -67,6 +75,61 @@ def test_predict_by_mlflow_run_id_reproduces_the_logged_test_predictions_exactly
     args = ["predict", str(result.run_dir), str(NATIVE), "-o", str(github), "--where", "in_github_subset=1", "-q"]
     assert main(args) == 0
     check(github, "native_github", 189)
+
+
+def test_the_logged_pyfunc_model_scores_sequences_like_the_run(
+    trained: tuple[RunResult, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+    from mlflow.entities import LoggedModelStatus
+    from mlflow.tracking import MlflowClient
+
+    result, uri = trained
+    client = MlflowClient(uri)
+    model_id = logged_model_id(client, result.mlflow_run_id)
+    logged = client.get_logged_model(model_id)
+    assert (
+        logged.name == "model"
+        and logged.status == LoggedModelStatus.READY
+        and logged.source_run_id == result.mlflow_run_id
+    )
+    assert logged.metrics and {m.key for m in logged.metrics} >= {"test.native.pearson_r", "parameters"}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{result.mlflow_run_id}/model")
+    signature = model.metadata.signature
+    assert signature.inputs.input_names() == ["sequence"] and signature.outputs.inputs[0].type == np.dtype("float32")
+    table = read_sequences(DataSource(path=str(NATIVE)))
+    got = model.predict(pd.DataFrame({"sequence": table.sequences}))
+    assert got.shape == (200,) and got.dtype == np.float32
+    np.testing.assert_allclose(got, result.predictions["native"], rtol=1e-5, atol=0)
+    # crmlab's encoding: any case, padded with N or cut at the 3' end to the model's length
+    seq = table.sequences[0]
+    keras_model = model.unwrap_python_model().loaded.model
+    expected = predict(keras_model, encode([seq[:60], seq + "ACGT" * 3]))
+    np.testing.assert_array_equal(
+        model.predict(pd.DataFrame({"sequence": [seq[:60].lower(), seq + "acgt" * 3]})), expected
+    )
+    with pytest.raises(CrmlabError, match=r"^sequence:2: sequence has 'X' at position 4; allowed: A, C, G, T, N$"):
+        model.predict(pd.DataFrame({"sequence": ["ACGT", "ACGXT"]}))
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{model_id}", tracking_uri=uri))
+    pins = (local / "requirements.txt").read_text().split()
+    assert {p.split("==")[0] for p in pins} == {"mlflow", "crmlab", "keras", "tensorflow"}
+    assert all("==" in p for p in pins) and (local / "input_example.json").is_file()
+
+
+def test_predict_by_run_id_reads_an_older_runs_model_keras_artifact_and_refuses_a_run_without_a_model(
+    trained: tuple[RunResult, str],
+) -> None:
+    result, uri = trained
+    tracker = Tracker(uri, "tiny_train")
+    tracker.start("before logged models", {})
+    tracker.log_artifact(result.model_path)  # what crmlab logged before the pyfunc model
+    older = load_model(tracker.run_id, uri)
+    assert older.run_id == tracker.run_id and older.length == 112
+    tracker.start("no model", {})
+    with pytest.raises(CrmlabError, match=r"has no logged model and no model\.keras") as error:
+        load_model(tracker.run_id, uri)
+    assert len(str(error.value).splitlines()) == 1
 
 
 def _mutants(seq: str) -> tuple[list[str], list[tuple[int, int]]]:

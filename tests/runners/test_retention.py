@@ -15,6 +15,7 @@ import pytest
 from crmlab.cli import main
 from crmlab.runners.checkpoint import STAGE_WEIGHTS
 from crmlab.runners.manifest import Owner, read_manifest
+from crmlab.runners.model_store import logged_model_id
 from crmlab.runners.retention import KEEP_STATE_ENV, resumable_files
 from crmlab.runners.study import load_train_study
 from crmlab.runners.tracking import Tracker
@@ -55,10 +56,13 @@ def test_a_finished_run_keeps_only_what_reading_it_needs(
 
     from mlflow.tracking import MlflowClient
 
-    info = MlflowClient(uri).get_run(kept.mlflow_run_id).info
-    artifacts = Path(info.artifact_uri.removeprefix("file://"))
-    assert [p.name for p in artifacts.rglob("model.keras")] == ["model.keras"], "MLflow holds the model once"
-    for name in ("model.keras", "result.json", "predictions/predictions_native.tsv", "plots/scatter_native.png"):
+    client = MlflowClient(uri)
+    artifacts = Path(client.get_run(kept.mlflow_run_id).info.artifact_uri.removeprefix("file://"))
+    model = client.get_logged_model(logged_model_id(client, kept.mlflow_run_id))
+    keras_file = Path(model.artifact_location.removeprefix("file://")) / "artifacts" / "model.keras"
+    assert list((tmp_path / "mlartifacts").rglob("model.keras")) == [keras_file], "MLflow holds the model once"
+    assert os.path.samefile(keras_file, run / "model.keras"), "the logged model's model.keras is copied, not linked"
+    for name in ("result.json", "predictions/predictions_native.tsv", "plots/scatter_native.png"):
         assert os.path.samefile(artifacts / name, run / Path(name).name), f"{name} is copied, not linked"
 
     out = tmp_path / "native.tsv"

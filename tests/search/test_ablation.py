@@ -6,7 +6,10 @@ import json
 import os
 import re
 import shutil
+import urllib.parse
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +22,7 @@ from tests.search.conftest import TINY_ABLATION, TINY_OVERRIDES, TrainedAblation
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = ROOT / "tests" / "fixtures" / "studies"
+NATIVE = ROOT / "tests" / "fixtures" / "data" / "native_head200.tsv"
 
 
 def test_variants_are_resolved_and_assembled_before_training() -> None:
@@ -94,11 +98,14 @@ def test_the_control_keeps_its_name_and_seeds(sets: list[str], expected: str) ->
     assert any(expected in str(i) for i in err.value.issues), err.value.issues
 
 
+VARIANTS = (REFERENCE, CONTROL, "no_transformer", "no_pretraining")
+
+
 @pytest.mark.xdist_group("tiny_ablation")
 def test_run_compare_and_rerun_skips_finished_runs(tiny_ablation: TrainedAblation) -> None:
-    runs, db = tiny_ablation.runs, tiny_ablation.db
+    runs, uri = tiny_ablation.runs, tiny_ablation.uri
     results, rows, report = tiny_ablation.results, tiny_ablation.rows, tiny_ablation.report
-    assert set(results) == {(v, s) for v in (REFERENCE, CONTROL, "no_transformer") for s in (0, 1)}
+    assert set(results) == {(v, s) for v in VARIANTS for s in (0, 1)}
     for seed in (0, 1):
         canonical, control = results[(REFERENCE, seed)], results[(CONTROL, seed)]
         assert not np.allclose(canonical.predictions["native"], control.predictions["native"])  # other weights
@@ -116,48 +123,92 @@ def test_run_compare_and_rerun_skips_finished_runs(tiny_ablation: TrainedAblatio
 
     mtimes = {p: p.stat().st_mtime for p in runs.glob("*/result.json")}
     again = load_ablation(TINY_ABLATION, TINY_OVERRIDES)
-    results2, _, _ = run_ablation(again, runs, f"sqlite:///{db}", progress=lambda _: None)
+    results2, _, _ = run_ablation(again, runs, uri, progress=lambda _: None)
     assert {p: p.stat().st_mtime for p in runs.glob("*/result.json")} == mtimes, "finished runs were retrained"
     assert results2[("no_transformer", 1)].test_metrics == results[("no_transformer", 1)].test_metrics
     found, missing = collect(again, runs)
-    assert not missing and len(found) == 6
+    assert not missing and len(found) == 8
+    state = json.loads(next((runs / "_studies").glob("*.json")).read_text())
+    assert state["parent_run_id"] == logged_runs(uri)[0].info.run_id
 
+
+def logged_runs(uri: str) -> tuple[Any, list[Any]]:
+    """The ablation's parent run and its child runs, from the MLflow server at ``uri``."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{db}")
+    client = MlflowClient(uri)
     exp = client.get_experiment_by_name("tiny_ablation")
     all_runs = client.search_runs([exp.experiment_id])
-    parents = [r for r in all_runs if r.data.tags.get("crmlab.kind") == "ablation"]
+    (parent,) = [r for r in all_runs if r.data.tags.get("crmlab.kind") == "ablation"]
     children = [r for r in all_runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1 and len(children) == 6
-    assert exp.tags["mlflow.experimentKind"] == "custom_model_development", "the UI opens on runs"
-    table = json.loads((Path(client.download_artifacts(parents[0].info.run_id, "comparison_table.json"))).read_text())
-    rows_seen = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
-    no_t_rows = [r for r in rows_seen if r["variant"] == "no_transformer"]
-    assert len(no_t_rows) == 2 and {r["verdict"] for r in no_t_rows} <= {"helps", "hurts", "equivalent", "undecided"}
-    assert all(r["ci_low"] <= r["delta"] <= r["ci_high"] and r["seeds"] == 2 for r in no_t_rows)
-    assert "**no_transformer** on native: **" in parents[0].data.tags["mlflow.note.content"]
-    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    return parent, children
+
+
+@pytest.mark.xdist_group("tiny_ablation")
+def test_a_study_is_readable_on_an_mlflow_server(
+    tiny_ablation: TrainedAblation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = tiny_ablation.uri
+    client = MlflowClient(uri)
+    assert client.get_experiment_by_name("tiny_ablation").tags["mlflow.experimentKind"] == "custom_model_development"
+    parent, children = logged_runs(uri)
+    assert len(children) == 8 and {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert {(c.data.tags["crmlab.variant"], c.data.tags["crmlab.seed"]) for c in children} == {
-        (v, s) for v in (REFERENCE, CONTROL, "no_transformer") for s in ("0", "1")
+        (v, s) for v in VARIANTS for s in ("0", "1")
     }
-    for child in children:  # each stage's curve starts at step 1: every variant's fine-tuning shares one x-axis
+
+    # the comparison as a table: one row per variant x test set with interval, Holm p and verdict
+    table = json.loads(
+        Path(client.download_artifacts(parent.info.run_id, "comparison_table.json", str(tmp_path))).read_text()
+    )
+    rows_seen = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    assert {r["variant"] for r in rows_seen} == set(VARIANTS)
+    for r in (r for r in rows_seen if r["variant"] != REFERENCE):
+        assert r["verdict"] in ("helps", "hurts", "equivalent", "undecided") and r["seeds"] == 2
+        assert r["ci_low"] <= r["delta"] <= r["ci_high"] and 0 < r["p_holm"] <= 1 and 0 < r["level"] < 1
+    assert "**no_transformer** on native: **" in parent.data.tags["mlflow.note.content"]
+    assert "no_transformer.native.delta_pearson_r" in parent.data.metrics
+    assert "no_transformer.native.p_holm_pearson_r" in parent.data.metrics
+    assert parent.data.tags["crmlab.verdict.no_transformer.native"] in ("helps", "hurts", "equivalent", "undecided")
+
+    # every image report.md embeds is served at the path it names, next to report.md (what the UI's viewer fetches)
+    report = Path(client.download_artifacts(parent.info.run_id, "report.md", str(tmp_path))).read_text()
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert images and all(not i.startswith(("/", "http")) for i in images), images
+    for image in images:
+        query = urllib.parse.urlencode({"path": image, "run_uuid": parent.info.run_id})
+        with urllib.request.urlopen(f"{uri}/get-artifact?{query}", timeout=30) as response:
+            assert response.read(8) == b"\x89PNG\r\n\x1a\n", image
+
+    for child in children:  # each stage's curve starts at step 1: fine-tuning shares one x-axis, pretrained or not
+        stages = ["finetune"] if child.data.tags["crmlab.variant"] == "no_pretraining" else ["pretrain", "finetune"]
         for stage in ("pretrain", "finetune"):
-            steps = [m.step for m in client.get_metric_history(child.info.run_id, f"{stage}.val_pearson_r")]
-            assert steps and sorted(steps) == list(range(1, len(steps) + 1)), (stage, steps)
+            steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, f"{stage}.val_pearson_r"))
+            if stage in stages:
+                assert steps and steps == list(range(1, len(steps) + 1)), (stage, steps)
+            else:
+                assert steps == [], (stage, steps)
         assert "val_pearson_r" not in child.data.metrics, "no unscoped duplicate of the stage series"
     no_t = next(c for c in children if c.data.tags["crmlab.variant"] == "no_transformer")
     assert "transformer: false" in no_t.data.tags["mlflow.note.content"]
+    assert int(no_t.data.tags["crmlab.parameter_delta"]) < 0 and "transformer: false" in no_t.data.tags["crmlab.patch"]
     inputs = {(d.dataset.name, d.tags[0].value) for d in client.get_run(no_t.info.run_id).inputs.dataset_inputs}
     assert {("dream", "training"), ("random_library", "training"), ("native", "test")} <= inputs, inputs
     digests = {d.dataset.name: d.dataset.digest for d in client.get_run(no_t.info.run_id).inputs.dataset_inputs}
-    assert digests["dream"] == again.datasets["dream"].content_hash[:36], "the run key's content hash, truncated"
-    assert int(no_t.data.tags["crmlab.parameter_delta"]) < 0 and "transformer: false" in no_t.data.tags["crmlab.patch"]
-    assert "no_transformer.native.delta_pearson_r" in parents[0].data.metrics
-    assert "no_transformer.native.p_holm_pearson_r" in parents[0].data.metrics
-    assert parents[0].data.tags["crmlab.verdict.no_transformer.native"] in ("helps", "hurts", "equivalent", "undecided")
-    state = json.loads(next((runs / "_studies").glob("*.json")).read_text())
-    assert state["parent_run_id"] == parents[0].info.run_id
+    ablation = load_ablation(TINY_ABLATION, TINY_OVERRIDES)
+    assert digests["dream"] == ablation.datasets["dream"].content_hash[:36], "the run key's content hash, truncated"
+
+    # a child's model, fetched from the server, scores sequence strings as the run scored its test set
+    import mlflow
+    import pandas as pd
+
+    sequences = pd.read_csv(NATIVE, sep="\t")["seq"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{no_t.info.run_id}/model")
+    logged = pd.read_csv(client.download_artifacts(no_t.info.run_id, "predictions/predictions_native.tsv"), sep="\t")
+    np.testing.assert_allclose(model.predict(pd.DataFrame({"sequence": sequences})), logged["predicted"], rtol=1e-5)
 
 
 @pytest.mark.xdist_group("tiny_ablation")

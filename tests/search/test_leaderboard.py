@@ -1,4 +1,4 @@
-"""The search epilogue: parameter importances only once enough trials are complete."""
+"""The search epilogue: parameter importances only once enough trials are complete; the leaderboard as a table."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from crmlab.search.backend import SearchBackend, SearchOptions, SearchRun
-from crmlab.search.leaderboard import TrialRow, trials_needed_for_importances
+from crmlab.search.leaderboard import TrialRow, leaderboard_columns, trials_needed_for_importances
 
 
 class Weighing(SearchBackend):
@@ -58,3 +58,19 @@ def test_too_few_trials_print_no_importances() -> None:
 def test_enough_trials_print_importances() -> None:
     text, asked = summary(complete=12, parameters=4)
     assert asked == 1 and "parameter importances (fANOVA):" in text and "depth" in text.split("fANOVA")[1]
+
+
+def test_the_leaderboard_table_has_a_row_per_trial_in_trial_order_and_a_column_per_parameter() -> None:
+    rows = [
+        TrialRow(2, "failed", None, {"transformer": False}, reason="diverged"),
+        TrialRow(0, "complete", 0.5, {"transformer": True, "num_heads": 2}, epochs=2),
+        TrialRow(1, "pruned", 0.25, {"transformer": False}, epochs=1),
+    ]
+    assert leaderboard_columns(rows) == {
+        "number": [0, 1, 2],
+        "state": ["complete", "pruned", "failed"],
+        "value": [0.5, 0.25, None],
+        "epochs": [2, 1, 0],
+        "transformer": [True, False, False],
+        "num_heads": [2, None, None],
+    }

@@ -104,7 +104,7 @@ def test_finished_runs_hold_no_optimizer_state_and_still_compare_predict_and_exp
         assert resumable_files(result.run_dir) == []
     assert main(["runs", str(runs)]) == 0
     listed = capsys.readouterr().out
-    assert "6 runs (6 finished)" in listed and "tiny_ablation" in listed and "no_transformer seed=1" in listed
+    assert "8 runs (8 finished)" in listed and "tiny_ablation" in listed and "no_transformer seed=1" in listed
 
     sets = [a for o in TINY_OVERRIDES for a in ("--set", o)]
     assert main(["compare", str(TINY_ABLATION), *sets, "--runs-dir", str(runs)]) == 0

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from crmlab.cli import main
 from crmlab.runners.runkey import data_hashes, run_key
 from crmlab.runners.study import load_train_study
-from crmlab.search import optuna_backend
+from crmlab.search import optuna_backend, optuna_study
 from crmlab.search.search import load_search
 from crmlab.search.trial import run_trial
 
@@ -56,6 +56,8 @@ def optuna_search(runs: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         f"sqlite:///{tmp / 'mlflow.db'}",
         "--export",
         str(tmp / "out" / "best.yaml"),
+        "--register",
+        "tiny_best",
     ]
     return {"tmp": tmp, "args": args, "code": main(args)}
 
@@ -75,7 +77,7 @@ def test_optuna_search_runs_every_trial_once_and_reports(
         # the exported model's validation r: the restored best epoch's, recomputed in float64
         assert t.value == pytest.approx(max(t.intermediate_values.values()), abs=1e-4)
         assert set(t.user_attrs["deltas"]) >= {"delta.native.pearson_r", "delta.native.r2"}
-    canonical = study.user_attrs[optuna_backend.CANONICAL_ATTR]
+    canonical = study.user_attrs[optuna_study.CANONICAL_ATTR]
     assert set(canonical["tests"]["native"]) >= {"pearson_r", "spearman_rho", "r2", "mse"}
 
 
@@ -108,6 +110,39 @@ def test_export_writes_a_train_study_with_the_best_trials_run_key(optuna_search:
     assert run_key(loaded.graph, loaded.study.recipe, hashes) == study.best_trial.user_attrs["run_key"]
 
 
+def test_register_puts_the_best_trials_model_in_the_registry_and_the_parent_run_has_the_leaderboard_table(
+    optuna_search: dict, runs: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    tmp = optuna_search["tmp"]
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    study = _study(tmp / "optuna.db")
+    best = study.best_trial
+    key = best.user_attrs["run_key"]
+    version = MlflowClient(uri).get_model_version("tiny_best", "1")
+    assert version.tags["crmlab.kind"] == "search" and version.tags["crmlab.study"] == "tiny_search"
+    assert version.tags["crmlab.trial"] == str(best.number) and version.tags["crmlab.run_key"] == key
+    assert version.run_id == json.loads((runs / key / "result.json").read_text())["mlflow_run_id"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    model = mlflow.pyfunc.load_model("models:/tiny_best/1")  # read back from the registry, scores sequences
+    sequences = pd.read_csv(ROOT / "tests" / "fixtures" / "data" / "native_head200.tsv", sep="\t")["seq"][:8]
+    got = model.predict(pd.DataFrame({"sequence": sequences}))
+    np.testing.assert_allclose(got, np.load(runs / key / "predictions_native.npy")[:8], rtol=1e-5, atol=0)
+
+    (parent,) = [r for r in _child_runs(tmp / "mlflow.db") if r.data.tags.get("crmlab.kind") == "search"]
+    assert parent.data.tags["crmlab.best_trial"] == str(best.number)
+    logged = MlflowClient(uri).download_artifacts(parent.info.run_id, "leaderboard.json", str(tmp_path))
+    doc = json.loads(Path(logged).read_text())  # MLflow's table format: columns and rows
+    table = pd.DataFrame(doc["data"], columns=doc["columns"])
+    trials = {t.number: t for t in study.get_trials()}
+    assert table["number"].tolist() == sorted(trials) and set(table["state"]) == {"complete"}
+    assert table["value"].tolist() == pytest.approx([trials[n].value for n in table["number"]])
+    assert table["kernel_size"].tolist() == [trials[n].params["kernel_size"] for n in table["number"]]
+
+
 def test_rerun_resumes_the_study_and_trains_only_new_trials(optuna_search: dict, runs: Path) -> None:
     mtimes = {p: p.stat().st_mtime for p in runs.glob("*/result.json")}
     assert main([*optuna_search["args"], "--set", "trials=5"]) == 0
@@ -137,7 +172,7 @@ def test_a_pruned_trial_is_recorded_pruned_with_its_partial_curve(
 ) -> None:
     search = load_search(TINY, ["trials=2", "optuna.sampler=random", "recipe.stages.1.epochs=3"], assemble=False)
     # a pruner that stops every trial after its first fine-tuning epoch (r is never above 2)
-    monkeypatch.setattr(optuna_backend, "make_pruner", lambda _: optuna.pruners.ThresholdPruner(lower=2.0))
+    monkeypatch.setattr(optuna_study, "make_pruner", lambda _: optuna.pruners.ThresholdPruner(lower=2.0))
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     study, rows, _ = optuna_backend.run_optuna(search, runs, storage, uri, progress=lambda _: None)
@@ -239,7 +274,7 @@ def test_the_shipped_quick_study_declares_its_space_on_both_backends() -> None:
 
     search = load_search(ROOT / "studies" / "quick_search.yaml", ["trials=1"], assemble=False)
     keys = [p.key for p in search.space]
-    assert set(optuna_backend.distributions(search.space)) == set(keys)
+    assert set(optuna_study.distributions(search.space)) == set(keys)
     assert {h.name for h in declare(search.space).space} == set(keys)  # every parameter declared on KerasTuner too
 
 

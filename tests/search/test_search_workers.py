@@ -16,7 +16,7 @@ import sqlalchemy
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from crmlab.search.optuna_backend import SURPLUS_ATTR, budget_used
+from crmlab.search.optuna_study import SURPLUS_ATTR, budget_used
 from tests.pg import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[2]

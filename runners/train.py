@@ -23,7 +23,6 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
@@ -44,14 +43,14 @@ from crmlab.runners.checkpoint import (
     save_stage_start,
     store_stage,
 )
-from crmlab.runners.compile import loss_function
 from crmlab.runners.compiled import TrainingModel, training_model
-from crmlab.runners.datasets import Dataset, split
+from crmlab.runners.datasets import Dataset
 from crmlab.runners.distribute import Distribution
+from crmlab.runners.evaluate import final_validation, predict, stage_split
 from crmlab.runners.manifest import Owner, record_run
 from crmlab.runners.metrics import regression_metrics
 from crmlab.runners.outputs import RunResult, load_result, write_outputs
-from crmlab.runners.pipeline import Batches
+from crmlab.runners.pipeline import Batches, InOrder
 from crmlab.runners.placement import current_slot, record_placement
 from crmlab.runners.processes import ALLOW_DEVICE_CHANGE
 from crmlab.runners.recipe import Recipe, Stage
@@ -59,7 +58,7 @@ from crmlab.runners.retention import clean_finished, drop_state, keep_state
 from crmlab.runners.runkey import data_hashes, digest, run_key, stage_keys
 from crmlab.runners.tracking import Tracker, flatten, git_commit
 
-__all__ = ["ALLOW_DEVICE_CHANGE", "RunContext", "final_validation", "predict", "train_run"]
+__all__ = ["ALLOW_DEVICE_CHANGE", "RunContext", "train_run"]
 
 
 @dataclass(frozen=True)
@@ -277,7 +276,7 @@ def _train_stage(ctx: RunContext, compiled: TrainingModel, state: CheckpointStat
     """Train ``stage`` (index ``index``) from its first or its checkpointed epoch to its end (or early stop); leave
     the model with the stage's final weights (best restored, start weights mixed back in)."""
     recipe, model, dist = ctx.recipe, compiled.model, compiled.dist
-    train, val = _split(ctx.datasets[stage.data], stage, ctx.datasets, recipe.seed)
+    train, val = stage_split(ctx.datasets[stage.data], stage, ctx.datasets, recipe.seed)
     mean, std = (float(train.values.mean()), float(train.values.std() or 1.0)) if stage.standardize else (0.0, 1.0)
     state["norm"][stage.name] = [mean, std]
     batch = (stage.batch_size or recipe.batch_size) * dist.replicas
@@ -286,7 +285,8 @@ def _train_stage(ctx: RunContext, compiled: TrainingModel, state: CheckpointStat
     batches = Batches(train.tokens, train_y, batch, recipe.seed, recipe.reverse_complement, part)
     keep = processes.local_rows(len(val) - len(val) % dist.replicas)  # whole batches, split evenly across replicas
     val_y = ((val.values[keep] - mean) / std).astype("float32").reshape(-1, 1)
-    val_xy = (val.tokens[keep].astype("int32"), val_y)
+    val_batch = max(batch, 256 * dist.replicas) // processes.process_count()
+    val_xy = InOrder(val.tokens, val_y, val_batch, keep)
     row = (train.tokens[:1].astype("int32"), train_y[:1].astype("float32").reshape(-1, 1))
     compiled.start_stage(recipe, stage, len(batches), *row)
     start = state.run_dir / f"stage{index}-start.npz"
@@ -304,7 +304,6 @@ def _train_stage(ctx: RunContext, compiled: TrainingModel, state: CheckpointStat
         model.fit(
             batches,
             validation_data=val_xy,
-            validation_batch_size=max(batch, 256 * dist.replicas) // processes.process_count(),
             epochs=epochs,
             shuffle=False,  # Batches fixes a seeded per-epoch order; Keras must not reorder it
             initial_epoch=state["epoch"],
@@ -344,51 +343,6 @@ def _export_and_evaluate(ctx: RunContext, compiled: TrainingModel, state: Checkp
         json.dumps({"seconds_per_step": float(np.median(steps)) if steps else None})
     )
     return result
-
-
-def _split(ds: Dataset, stage: Stage, datasets: dict[str, Dataset], seed: int) -> tuple[Any, Any]:
-    if stage.split.method == "files":
-        return ds, datasets[str(stage.split.validation)]
-    frac = stage.split.validation_fraction
-    train_idx, val_idx = split(ds, stage.split.method, (1 - frac, frac), seed)
-    return ds.subset(train_idx), ds.subset(val_idx)
-
-
-def final_validation(
-    head: keras.Model,
-    recipe: Recipe,
-    datasets: dict[str, Dataset],
-    norm: tuple[float, float],
-    replicas: int = 1,
-) -> dict[str, float]:
-    """The exported model's ``val_*`` metrics on the last stage's validation split, on that stage's standardised
-    scale (as the per-epoch metrics are). ``head`` is the exported model without its target scaling, so its
-    predictions are on that scale already; ``norm`` is the stage's ``(mean, std)``.
-
-    They differ from the best epoch's when the model is not that epoch's weights: ``keep_previous`` mixing,
-    strand averaging, or no ``restore_best``. ``val_loss`` is the recipe's loss without regularisation terms.
-    """
-    stage = recipe.stages[-1]
-    _, val = _split(datasets[stage.data], stage, datasets, recipe.seed)
-    mean, std = norm
-    y = (val.values.astype("float64") - mean) / std
-    p = predict(head, val.tokens, replicas).astype("float64")
-    m = regression_metrics(y, p)
-    loss = float(keras.ops.convert_to_numpy(loss_function(recipe)(y.reshape(-1, 1), p.reshape(-1, 1))))
-    return {"val_pearson_r": m["pearson_r"], "val_r2": m["r2"], "val_mse": m["mse"], "val_loss": loss}
-
-
-def predict(model: keras.Model, tokens: np.ndarray, replicas: int = 1, batch_size: int = 1024) -> np.ndarray:
-    """Predictions ``(n,)`` for ``tokens`` ``(n, length)``; pads to a multiple of ``replicas`` (JAX data-parallel
-    batches must split evenly across devices) and trims the padding off again."""
-    x = tokens.astype("int32")
-    pad = (-len(x)) % replicas
-    if pad:
-        x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-    size = max(batch_size // replicas, 1) * replicas
-    if processes.process_count() > 1:
-        return processes.predict_across(model, x, size).reshape(-1)[: len(tokens)]
-    return model.predict(x, batch_size=size, verbose=0).reshape(-1)[: len(tokens)]
 
 
 def _version() -> str:

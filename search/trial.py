@@ -2,9 +2,9 @@
 scored.
 
 The objective of a complete trial is ``objective.metric`` (a validation metric) of the model the trial exports,
-on the recipe's last stage's validation split (:func:`crmlab.runners.train.final_validation`: the restored best epoch,
-after any ``keep_previous`` mixing and strand averaging); while a trial runs, and for a run that predates that
-record, it is the best value over the last stage's epochs. Only the last stage's epochs are reported to pruners
+on the recipe's last stage's validation split (:func:`crmlab.runners.evaluate.final_validation`: the restored best
+epoch, after any ``keep_previous`` mixing and strand averaging); while a trial runs, and for a run that predates
+that record, it is the best value over the last stage's epochs. Only the last stage's epochs are reported to pruners
 (step = epoch of that stage), so trials with and without pretraining are compared on the same scale.
 
 MLflow: a parent run per search (:func:`open_parent_run`); a child run per trial (tags ``mlflow.parentRunId``,

@@ -56,10 +56,8 @@ def optuna_search(runs: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         f"sqlite:///{tmp / 'mlflow.db'}",
         "--export",
         str(tmp / "out" / "best.yaml"),
-        "--register",
-        "tiny_best",
     ]
-    return {"tmp": tmp, "args": args, "code": main(args)}
+    return {"tmp": tmp, "args": args, "code": main([*args, "--register", "tiny_best"])}
 
 
 def test_optuna_search_runs_every_trial_once_and_reports(

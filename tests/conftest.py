@@ -25,6 +25,20 @@ def read_rows(name: str, n: int) -> list[dict[str, str]]:
         return [row for _, row in zip(range(n), reader, strict=False)]
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On an xdist worker under ``--dist loadgroup``: stop if the tests marked ``xdist_group`` were not renamed into
+    their group (a pytest / pytest-xdist mismatch), which would train the runs they share once per worker."""
+    if getattr(config, "workerinput", None) is None or not config.getvalue("loadgroup"):
+        return
+    ungrouped = [i.nodeid for i in items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
+    if ungrouped:
+        raise pytest.UsageError(
+            f"pytest-xdist did not group {ungrouped[0]} (--dist loadgroup): this pytest and pytest-xdist do not work"
+            " together; install the versions pyproject.toml's dev extra allows"
+        )
+
+
 @pytest.fixture(scope="session")
 def real_sequences() -> list[str]:
     """12 measured native and random yeast promoter sequences (Vaishnav et al. 2022 test sets)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-__all__ = ["BIN", "MlflowServer", "clean_env", "free_port"]
+from tests.pg import free_port
+
+__all__ = ["BIN", "MlflowServer", "clean_env"]
 
 BIN = Path(sys.executable).parent
 """The test interpreter's bin folder (``mlflow``, ``crmlab``)."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def clean_env(tmp: Path, **extra: str) -> dict[str, str]:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.mlflow_server import BIN, MlflowServer, clean_env, free_port
+from tests.mlflow_server import BIN, MlflowServer, clean_env
+from tests.pg import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDY = ROOT / "tests" / "fixtures" / "studies" / "tiny_train.yaml"

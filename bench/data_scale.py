@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-PAPER_ROWS = 30_722_376  # crmlab.runners.bench.PAPER_DATASET_SIZE
+PAPER_ROWS = 30_722_376  # crmlab.runners.benchmark._step_time.PAPER_DATASET_SIZE
 SEQ_LENGTH = 110
 GOALS = "goals: first load <= 180 s and <= 6,144 MB peak RSS; cached load <= 10 s; worker anon (split, epoch) ~ 0"
 
@@ -85,8 +85,7 @@ def _peak_rss_mb() -> float:
 
 def _load(table: str, cache: str, queue: Any) -> None:
     """One ``load`` in a fresh process: seconds, rows and peak RSS onto ``queue``."""
-    from crmlab.runners.datasets import load
-    from crmlab.runners.sources import DataSource
+    from crmlab.runners.data import DataSource, load
 
     start = time.perf_counter()
     ds = load(DataSource(path=table), cache_dir=cache)
@@ -97,9 +96,8 @@ def _worker(table: str, cache: str, seed: int, barrier: Any, queue: Any) -> None
     """A training worker's data: load (cached), split, one epoch of batches; the memory it added since before
     loading, measured after the split and after the epoch (each time once every worker has got there)."""
     os.environ.setdefault("KERAS_BACKEND", "numpy")  # batches are backend-independent; numpy imports fastest
-    from crmlab.runners.datasets import load, split
-    from crmlab.runners.pipeline import Batches
-    from crmlab.runners.sources import DataSource
+    from crmlab.runners.data import DataSource, load, split
+    from crmlab.runners.training import Batches
 
     def added() -> dict[str, float]:
         barrier.wait()  # every worker is here: pages they share count once among them
@@ -199,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             print(results[-1])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    from crmlab.runners.bench_report import text_table, write_csv  # imports Keras: not in the measured processes
+    from crmlab.runners.benchmark import text_table, write_csv
 
     write_csv(results, args.out)
     print(f"table: {args.out}")

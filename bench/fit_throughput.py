@@ -27,13 +27,11 @@ import keras
 import numpy as np
 
 from crmlab.blocks.assemble import parameter_counts
-from crmlab.registry.spec import load_graph
-from crmlab.registry.validate import resolve_graph
-from crmlab.runners.bench import bench_recipe, compiled_model, random_batch, time_steps
-from crmlab.runners.bench_report import text_table, write_csv
-from crmlab.runners.datasets import Dataset
-from crmlab.runners.recipe import Recipe, Split, Stage
-from crmlab.runners.train import train_run
+from crmlab.registry import load_graph, resolve_graph
+from crmlab.runners.benchmark import bench_recipe, compiled_model, random_batch, text_table, time_steps, write_csv
+from crmlab.runners.data import Dataset
+from crmlab.runners.studyfile import Recipe, Split, Stage
+from crmlab.runners.training import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = {"canonical": "studies/graphs/crmnet.yaml", "quarter": "studies/graphs/crmnet_small.yaml"}

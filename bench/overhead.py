@@ -22,12 +22,17 @@ import keras
 from crmnet_keras import SMALL, build_crmnet
 
 from crmlab.blocks.assemble import parameter_counts
-from crmlab.registry.spec import load_graph
-from crmlab.registry.validate import resolve_graph
-from crmlab.runners.bench import bench_recipe, compiled_model, interleaved_steps, random_batch
-from crmlab.runners.bench_report import text_table, write_csv
-from crmlab.runners.compile import compile_for_training
-from crmlab.runners.distribute import make_distribution
+from crmlab.registry import load_graph, resolve_graph
+from crmlab.runners.benchmark import (
+    bench_recipe,
+    compiled_model,
+    interleaved_steps,
+    random_batch,
+    text_table,
+    write_csv,
+)
+from crmlab.runners.parallel import make_distribution
+from crmlab.runners.training import compile_for_training
 
 ROOT = Path(__file__).resolve().parents[1]
 CANONICAL_PARAMETERS = 34_170_289

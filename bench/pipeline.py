@@ -4,7 +4,8 @@
     python bench/pipeline.py --quick    # 2,000 sequences; consumer: quarter-width CRMnet, batch 8 (CI size)
 
 Each pipeline stage's rate is compared with the training rate of the model (measured here with
-``crmlab.runners.bench.measure``, or given with ``--model-seq-per-s``); ``headroom`` is how many times faster the
+``crmlab.runners.benchmark._step_time.measure``, or given with ``--model-seq-per-s``); ``headroom`` is how many times
+faster the
 stage is than the model consumes. Writes a CSV (``--out``) and prints the table last.
 """
 
@@ -20,8 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import pandas as pd
 
-from crmlab.runners.bench import measure, pipeline_throughput
-from crmlab.runners.bench_report import text_table, write_csv
+from crmlab.runners.benchmark import measure, pipeline_throughput, text_table, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data/dream_test_derived_61313.tsv.gz"

@@ -50,9 +50,7 @@ def epochs_trained(runs: Path, skip: set[str], final: str) -> tuple[int, int]:
 
 def run_mode(study: Path, overrides: list[str], pruner: str | None, work: Path, canonical: Path | None) -> dict:
     """Run (or read back) the search with ``pruner`` (``None``: the study's) in ``work/<pruner>``."""
-    from crmlab.search.optuna_backend import run_optuna
-    from crmlab.search.optuna_study import CANONICAL_ATTR
-    from crmlab.search.search import load_search
+    from crmlab.search.arch import CANONICAL_ATTR, load_search, run_optuna
 
     sets = [*overrides, *([f"optuna.pruner={pruner}"] if pruner else [])]
     search = load_search(study, sets, assemble=False)

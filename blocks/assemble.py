@@ -6,11 +6,7 @@ from typing import Any
 
 import keras
 
-from crmlab.registry import core
-from crmlab.registry.core import Registry
-from crmlab.registry.errors import SpecError
-from crmlab.registry.spec import GraphSpec, split_ref, topological_order
-from crmlab.registry.validate import resolve_graph
+from crmlab.registry import GraphSpec, Registry, SpecError, core, resolve_graph, split_ref, topological_order
 
 __all__ = ["assemble", "parameter_counts", "reverse_complement_average"]
 

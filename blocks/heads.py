@@ -8,8 +8,7 @@ from typing import Any
 import keras
 
 from crmlab.blocks.base import Block, apply, block
-from crmlab.registry import defaults
-from crmlab.registry.types import PositiveInt, Rate, Widths
+from crmlab.registry import PositiveInt, Rate, Widths, defaults
 
 __all__ = ["MLPHead"]
 

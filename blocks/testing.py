@@ -51,7 +51,7 @@ import keras
 import numpy as np
 
 from crmlab.blocks.sequence import ALPHABET
-from crmlab.registry.core import signature_params
+from crmlab.registry import signature_params
 
 __all__ = [
     "BACKENDS",

@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from crmlab import options
-from crmlab.registry.errors import CrmlabError
+from crmlab.registry import CrmlabError
 
 __all__ = ["add_parser", "cmd_dashboard"]
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """Serve optuna-dashboard for the search study ``args.study`` until interrupted."""
-    from crmlab.runners.study import checked_runs_dir
-    from crmlab.search.optuna_storage import default_storage
-    from crmlab.search.search import load_search
+    from crmlab.runners.rundir import checked_runs_dir
+    from crmlab.search.arch import load_search
+    from crmlab.search.storage import default_storage
 
     search = load_search(args.study, args.set, assemble=False)
     doc = search.doc

@@ -1,8 +1,10 @@
 """``crmlab predict`` and ``crmlab explain``: using trained models (the argument handling on top of the libraries).
 
-``predict`` scores a sequence file with a model (:mod:`crmlab.runners.predict`); ``explain`` measures gradient x input
-saliency at known JASPAR motifs for one model (:mod:`crmlab.runners.explain`) or for every variant of an ablation study
-(:mod:`crmlab.search.explain`), writes tables and figures to a folder and logs them to the MLflow run.
+``predict`` scores a sequence file with a model (:mod:`crmlab.runners.inference._predict`); ``explain`` measures
+gradient x input
+saliency at known JASPAR motifs for one model (:mod:`crmlab.runners.inference._explain`) or for every variant of an
+ablation study
+(:mod:`crmlab.search.ablation._explain`), writes tables and figures to a folder and logs them to the MLflow run.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from crmlab import options
-from crmlab.registry.errors import CrmlabError, did_you_mean
+from crmlab.registry import CrmlabError, did_you_mean
 
 __all__ = ["add_parsers", "cmd_explain", "cmd_predict"]
 
 
 def _where(assignments: list[str]) -> dict[str, Any]:
     """``--where COLUMN=VALUE`` flags -> a ``where`` mapping (values read as YAML: ``1`` is a number)."""
-    from crmlab.registry.patch import parse_assignment
+    from crmlab.registry import parse_assignment
 
     where = {}
     for text in assignments:
@@ -34,7 +36,7 @@ def _where(assignments: list[str]) -> dict[str, Any]:
 def _source(path: str, args: argparse.Namespace, flag: str) -> Any:
     from pydantic import ValidationError
 
-    from crmlab.runners.sources import DataSource
+    from crmlab.runners.data import DataSource
 
     if not Path(path).is_file():
         raise CrmlabError(f"{flag}: {path}: no such file")
@@ -54,8 +56,8 @@ def _source(path: str, args: argparse.Namespace, flag: str) -> Any:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Score a sequence file with a trained model; ``--ism`` adds every single-nucleotide substitution's effect."""
-    from crmlab.runners.metrics import regression_metrics
-    from crmlab.runners.predict import (
+    from crmlab.runners.data import read_sequences
+    from crmlab.runners.inference import (
         load_model,
         mutagenesis_path,
         predict,
@@ -63,7 +65,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         write_mutagenesis,
         write_predictions,
     )
-    from crmlab.runners.sequences import read_sequences
+    from crmlab.runners.training import regression_metrics
 
     loaded = load_model(args.model, args.tracking_uri)
     table = read_sequences(_source(args.sequences, args, "SEQUENCES"), loaded.length, id_column=args.id_column)
@@ -89,11 +91,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _study_test(study: Path, name: str | None, length: int, sources: dict[str, Any] | None = None) -> tuple[str, Any]:
     """Test set ``name`` (default: the first) of a train or ablation study file, read for scoring."""
-    from crmlab.runners.sequences import read_sequences
-    from crmlab.runners.sources import DataSource
+    from crmlab.runners.data import DataSource, read_sequences
 
     if sources is None and _kind(study) == "train":
-        from crmlab.runners.study import load_train_study
+        from crmlab.runners.studyfile import load_train_study
 
         sources = load_train_study(study).study.test_sets
     elif sources is None:
@@ -118,7 +119,7 @@ def _kind(study: Path) -> str:
 
 
 def _motifs(args: argparse.Namespace) -> list[Any]:
-    from crmlab.runners.motifs import jaspar_motifs
+    from crmlab.runners.inference import jaspar_motifs
 
     names = [n.strip() for n in args.motifs.split(",") if n.strip()] if args.motifs else []
     return jaspar_motifs(args.jaspar_release, tax_group=args.tax_group, names=names)
@@ -137,7 +138,7 @@ def _settings(args: argparse.Namespace, target: str, test: str) -> dict[str, Any
 
 def _log(run_id: str | None, args: argparse.Namespace, folder: Path, artifact_path: str) -> None:
     """Log the outputs to MLflow; a store without the run only warns (the files are written either way)."""
-    from crmlab.runners.explain import log_folder
+    from crmlab.runners.inference import log_folder
 
     if run_id is None or args.no_mlflow:
         return
@@ -162,9 +163,8 @@ def _print_table(table: Any, min_hits: int, rows: int = 15) -> None:
 
 
 def _explain_study(args: argparse.Namespace, study: Path) -> int:
-    from crmlab.runners.study import default_runs_dir
-    from crmlab.search.ablation import load_ablation
-    from crmlab.search.explain import explain_study
+    from crmlab.runners.rundir import default_runs_dir
+    from crmlab.search.ablation import explain_study, load_ablation
 
     ablation = load_ablation(study, args.set, assemble=False)
     runs_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
@@ -196,8 +196,7 @@ def _explain_study(args: argparse.Namespace, study: Path) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Saliency at known motifs for a model, a run, a train study's run or every variant of an ablation study."""
-    from crmlab.runners.explain import explain, write_explanation
-    from crmlab.runners.predict import load_model
+    from crmlab.runners.inference import explain, load_model, write_explanation
 
     target = Path(args.target)
     if target.suffix in (".yaml", ".yml") and target.is_file() and _kind(target) == "ablation":
@@ -205,8 +204,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     study = Path(args.study) if args.study else None
     sources = None
     if target.suffix in (".yaml", ".yml") and target.is_file():
-        from crmlab.runners.outputs import finished_result
-        from crmlab.runners.study import default_runs_dir, load_train_study
+        from crmlab.runners.rundir import default_runs_dir, finished_result
+        from crmlab.runners.studyfile import load_train_study
 
         study = target
         loaded_study = load_train_study(target, args.set)
@@ -224,7 +223,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if study is not None and (test is None or not Path(test).is_file()):
         test, sequences = _study_test(study, test, loaded.length, sources)
     elif test is not None:
-        from crmlab.runners.sequences import read_sequences
+        from crmlab.runners.data import read_sequences
 
         sequences = read_sequences(_source(test, args, "--test"), loaded.length, key="--test")
         test = Path(test).name.split(".")[0]

@@ -1,5 +1,5 @@
 """``--register NAME`` of ``crmlab train``, ``crmlab ablate`` and ``crmlab search``: which finished run's logged model
-becomes a new version of the registered model NAME (:func:`crmlab.runners.mlflow_model.register_model`).
+becomes a new version of the registered model NAME (:func:`crmlab.runners.inference._mlflow_model.register_model`).
 
 ``train`` registers its run's model; ``search`` the best trial's (the run the parent run's ``crmlab.best_trial``
 names); ``ablate`` canonical's run of the study's first seed, or ``--register-variant`` / ``--register-seed``. The
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from crmlab.registry.errors import CrmlabError, did_you_mean
+from crmlab.registry import CrmlabError, did_you_mean
 
 __all__ = ["check_ablation_options", "check_options", "register_ablation", "register_result", "register_search"]
 
@@ -41,8 +41,7 @@ def check_ablation_options(args: argparse.Namespace, ablation: Any) -> tuple[str
     Raises:
         CrmlabError: an unknown variant, or a seed the study does not train (one line).
     """
-    from crmlab.search.report import REFERENCE
-    from crmlab.search.seeds import all_seeds
+    from crmlab.search.ablation import REFERENCE, all_seeds
 
     if args.register is None:
         return None
@@ -60,7 +59,8 @@ def check_ablation_options(args: argparse.Namespace, ablation: Any) -> tuple[str
 def register_result(
     args: argparse.Namespace, result: Any, study: str, kind: str, extra: Mapping[str, str] | None = None
 ) -> None:
-    """Register the logged model of the finished run ``result`` (a :class:`~crmlab.runners.outputs.RunResult`) as
+    """Register the logged model of the finished run ``result`` (a :class:`~crmlab.runners.rundir._results.RunResult`)
+    as
     a new version of ``args.register`` (nothing without it) and print the version.
 
     Args:
@@ -73,7 +73,7 @@ def register_result(
     Raises:
         CrmlabError: the run has no MLflow run, no logged model, or the registry refuses (one line).
     """
-    from crmlab.runners.mlflow_model import register_model
+    from crmlab.runners.inference import register_model
     from crmlab.runners.tracking import default_tracking_uri
 
     if args.register is None:
@@ -108,16 +108,15 @@ def register_search(args: argparse.Namespace, search: Any, rows: Any, runs_dir: 
     Raises:
         CrmlabError: no complete trial, or its run folder is gone (one line).
     """
-    from crmlab.runners.outputs import load_result
-    from crmlab.runners.runkey import data_hashes, run_key
-    from crmlab.search.leaderboard import best_row
+    from crmlab.runners.rundir import data_hashes, load_result, run_key
+    from crmlab.search.arch import best_row
 
     if args.register is None:
         return
     best = best_row(rows, search.doc.objective.direction)
     if best is None:
         raise CrmlabError(f"--register: {search.doc.name} has no complete trial; nothing registered")
-    spec = search.variant(best.params)  # the trial's run, keyed as the trial keyed it (crmlab.search.trial)
+    spec = search.variant(best.params)  # the trial's run, keyed as the trial keyed it (crmlab.search.arch._trial)
     key = run_key(spec.graph, spec.recipe, data_hashes(search.datasets, search.tests))
     if not (runs_dir / key / "result.json").is_file():
         raise CrmlabError(f"--register: the run of trial {best.number} is not in {runs_dir}; nothing registered")

@@ -16,9 +16,11 @@ __all__ = [
     "keras_backend",
     "no_mlflow",
     "overrides",
+    "placement",
     "positive_int",
     "register",
     "runs_dir",
+    "study_run",
     "tracking_uri",
 ]
 
@@ -36,7 +38,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def positive_int(text: str) -> int:
-    """An argument type: an integer of at least 1 (``--jobs``, ``--workers``)."""
+    """An argument type: an integer of at least 1 (``--jobs``, ``--port``)."""
     try:
         value = int(text)
     except ValueError:
@@ -85,9 +87,25 @@ def runs_dir() -> argparse.ArgumentParser:
     return parent
 
 
-def placement(workers: str) -> argparse.ArgumentParser:
-    """``--gpus-per-run`` and ``--runs-per-gpu``: how ``workers`` (``--jobs`` / ``--workers``) share the GPUs."""
+def study_run() -> list[argparse.ArgumentParser]:
+    """The flags of every command that trains a study: ``--set``, ``--backend``, ``--tracking-uri``, ``--runs-dir``
+    and ``--no-mlflow``."""
+    return [overrides(), keras_backend(), tracking_uri(), runs_dir(), no_mlflow()]
+
+
+def placement(what: str) -> argparse.ArgumentParser:
+    """``--jobs N`` (``what``, e.g. "train runs", in N local worker processes) and how they share the GPUs:
+    ``--gpus-per-run`` and ``--runs-per-gpu``. ``--workers N``, ``crmlab search``'s former spelling of ``--jobs``,
+    is still accepted (hidden from the help)."""
     parent = _parent()
+    parent.add_argument(
+        "--jobs",
+        dest="workers",
+        type=positive_int,
+        metavar="N",
+        help=f"{what} in N local worker processes (default: one per GPU group times --runs-per-gpu; 1 without GPUs)",
+    )
+    parent.add_argument("--workers", dest="workers", type=positive_int, help=argparse.SUPPRESS)  # former spelling
     parent.add_argument(
         "--gpus-per-run", type=positive_int, metavar="K", help="GPUs per run, data-parallel inside it (default 1)"
     )
@@ -95,7 +113,7 @@ def placement(workers: str) -> argparse.ArgumentParser:
         "--runs-per-gpu",
         type=positive_int,
         metavar="M",
-        help=f"at most M {workers} processes share a GPU, each with 1/M of its memory (default: as {workers} needs)",
+        help="at most M --jobs processes share a GPU, each with 1/M of its memory (default: as --jobs needs)",
     )
     return parent
 

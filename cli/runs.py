@@ -1,6 +1,9 @@
 """The ``crmlab runs`` sub-command: list a runs folder's runs (size, state, study, variant) and, with ``--prune``,
-delete what no study in it needs (see :mod:`crmlab.search.runs_folder`): a dry-run listing first, ``--yes`` to
+delete what no study in it needs (see :mod:`crmlab.runners.rundir._inventory`): a dry-run listing first, ``--yes`` to
 delete.
+
+The folder is ``--runs-dir``, as for every other command; the former positional ``crmlab runs RUNS_DIR`` is still
+accepted (hidden from the help).
 """
 
 from __future__ import annotations
@@ -9,17 +12,26 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from crmlab.registry.errors import CrmlabError
+from crmlab import options
+from crmlab.registry import CrmlabError
 
 __all__ = ["add_parser", "cmd_runs"]
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """List the runs of a runs folder; ``--prune``: what a clean-up deletes (``--yes``: delete it)."""
-    from crmlab.runners.study import default_runs_dir
-    from crmlab.search.runs_folder import folder_size, list_runs, manifest_summary, prune, prune_plan, size_text
+    from crmlab.runners.rundir import (
+        default_runs_dir,
+        folder_size,
+        list_runs,
+        manifest_summary,
+        prune,
+        prune_plan,
+        size_text,
+    )
 
-    runs_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
+    folder = _folder(args)
+    runs_dir = Path(folder) if folder else default_runs_dir()
     if not runs_dir.is_dir():
         raise CrmlabError(f"{runs_dir}: no such runs folder")
     runs = list_runs(runs_dir)
@@ -56,15 +68,24 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _folder(args: argparse.Namespace) -> str | None:
+    """The runs folder named by ``--runs-dir`` or the deprecated positional ``RUNS_DIR`` (``None``: the default)."""
+    if args.old_runs_dir is None:
+        return args.runs_dir
+    if args.runs_dir is not None and Path(args.runs_dir) != Path(args.old_runs_dir):
+        raise CrmlabError(f"--runs-dir {args.runs_dir} and RUNS_DIR {args.old_runs_dir}: name one runs folder")
+    return args.old_runs_dir
+
+
 def add_parser(sub: Any) -> None:
     """Add the ``runs`` sub-command to the ``crmlab`` parser."""
     p = sub.add_parser(
         "runs",
         help="list a runs folder's runs (size, state, study, variant); --prune: delete what no study needs",
+        parents=[options.runs_dir()],
     )
-    p.add_argument(
-        "runs_dir", nargs="?", metavar="RUNS_DIR", help="runs folder (default: CRMLAB_RUNS or ./crmlab-runs)"
-    )
+    # the former spelling `crmlab runs RUNS_DIR`, kept for existing scripts
+    p.add_argument("old_runs_dir", nargs="?", metavar="RUNS_DIR", help=argparse.SUPPRESS)
     p.add_argument("--prune", action="store_true", help="list what a clean-up deletes (a dry run unless --yes)")
     p.add_argument("--yes", action="store_true", help="with --prune: delete it")
     p.set_defaults(func=cmd_runs)

@@ -12,8 +12,8 @@ __all__ = ["add_parser", "cmd_bench"]
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Time training steps of a spec across batch sizes, precisions, backends and strategies (bench/step_time.py)."""
-    from crmlab.registry.spec import load_graph
-    from crmlab.runners.bench_report import TABLE_COLUMNS, run_step_time, text_table
+    from crmlab.registry import load_graph
+    from crmlab.runners.benchmark import TABLE_COLUMNS, run_step_time, text_table
 
     name = load_graph(args.spec).name
     if args.quick:
@@ -57,6 +57,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed first steps (compilation)")
     p.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"], help="recipe.jit_compile")
     p.add_argument("--dataset-size", type=int, default=30_722_376, help="sequences per epoch for the epoch time")
-    p.add_argument("--out", help="CSV file (default: bench/results/step_time_<spec name>.csv; .md beside it)")
+    p.add_argument("-o", "--out", help="CSV file (default: bench/results/step_time_<spec name>.csv; .md beside it)")
     p.add_argument("--quick", action="store_true", help="CI size: batch 8 unless given, 2 timed steps, 1 warm-up")
     p.set_defaults(func=cmd_bench)

@@ -49,7 +49,7 @@ def real_sequences() -> list[str]:
 @pytest.fixture(scope="session")
 def real_tokens(real_sequences: list[str]) -> np.ndarray:
     """The real sequences as ``(12, 112)`` uint8 tokens."""
-    from crmlab.runners.tokens import encode
+    from crmlab.runners.data import encode
 
     return encode(real_sequences)
 

@@ -1,4 +1,5 @@
-"""The ``crmlab`` command: build output, resolved specs, block listing, and Keras-free spec handling."""
+"""The ``crmlab`` command: build output, resolved specs, block listing, Keras-free spec handling, and one spelling
+per option across commands (``--runs-dir``, ``--jobs``, ``-o``) with the former spellings still accepted."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from crmlab.cli import main
-from crmlab.registry import yamlio
-from crmlab.registry.spec import parse_graph
+from crmlab.cli import build_parser, main
+from crmlab.registry import parse_graph, yamlio
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAPHS = ROOT / "studies" / "graphs"
@@ -75,3 +75,41 @@ def test_build_on_each_backend_in_a_fresh_process(backend: str) -> None:
         f"crmnet: 34,170,289 total parameters (34,165,681 trainable, 4,608 non-trainable) on {backend}" in proc.stdout
     )
     assert proc.stderr.strip() == "", proc.stderr
+
+
+def test_runs_takes_runs_dir_like_every_command_and_the_old_positional_still_works(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    assert main(["runs", "--runs-dir", str(runs)]) == 0
+    new = capsys.readouterr().out
+    assert "0 runs (none); " in new and str(runs) in new
+    assert main(["runs", str(runs)]) == 0  # the former spelling, kept for existing scripts
+    assert capsys.readouterr().out == new
+    assert main(["runs", str(runs), "--runs-dir", str(runs)]) == 0  # the same folder twice is no conflict
+    assert main(["runs", str(tmp_path), "--runs-dir", str(runs)]) == 2
+    assert "name one runs folder" in capsys.readouterr().err
+    assert main(["runs", "--runs-dir", str(tmp_path / "nowhere")]) == 2
+    with pytest.raises(SystemExit):  # the positional is hidden from the help
+        main(["runs", "--help"])
+    usage = capsys.readouterr().out
+    assert "--runs-dir RUNS_DIR" in usage and "[RUNS_DIR]" not in usage
+
+
+@pytest.mark.parametrize("command", ["ablate", "search"])
+def test_jobs_names_the_worker_processes_of_ablate_and_search_and_workers_still_works(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = build_parser()
+    assert parser.parse_args([command, "s.yaml", "--jobs", "3"]).workers == 3
+    assert parser.parse_args([command, "s.yaml", "--workers", "2"]).workers == 2  # search's former spelling
+    assert parser.parse_args([command, "s.yaml"]).workers is None
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    usage = capsys.readouterr().out
+    assert "--jobs N" in usage and "--workers" not in usage
+
+
+def test_bench_out_has_the_short_form_of_predict_and_explain() -> None:
+    assert build_parser().parse_args(["bench", "spec.yaml", "-o", "t.csv"]).out == "t.csv"

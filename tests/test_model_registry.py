@@ -1,8 +1,8 @@
 """``--register``: which ablation run is registered, and refusals in one line (exit code 2) before anything trains.
 
-The registrations themselves are tested on trained runs: tests/runners/test_mlflow_server.py (train, on a real
-``mlflow server``), tests/search/test_search.py (search: the best trial, read back from the registry) and
-tests/search/test_ablation_register.py (ablate: a named variant and seed).
+The registrations themselves are tested on trained runs: tests/runners/tracking/test_mlflow_server.py (train, on a real
+``mlflow server``), tests/search/arch/test_search.py (search: the best trial, read back from the registry) and
+tests/search/ablation/test_ablation_register.py (ablate: a named variant and seed).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pytest
 
 from crmlab.cli import main
 from crmlab.model_registry import check_ablation_options, register_ablation, register_result, register_search
-from crmlab.registry.errors import CrmlabError
-from crmlab.runners.mlflow_model import register_model
-from crmlab.runners.outputs import RunResult
+from crmlab.registry import CrmlabError
+from crmlab.runners.inference import register_model
+from crmlab.runners.rundir import RunResult
 from tests.mlflow_server import free_port
 
 STUDIES = Path(__file__).resolve().parent / "fixtures" / "studies"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import venv
 import zipfile
 from pathlib import Path
@@ -58,8 +59,22 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_wheel_has_one_top_level_package(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names if ".dist-info/" not in n} == {"crmlab"}
-    for module in ("cli", "registry/core", "blocks/base", "blocks/testing", "runners/train", "search/ablation"):
+    for module in (
+        "cli",
+        "registry/core",
+        "blocks/base",
+        "blocks/testing",
+        "runners/training/_train",
+        "runners/mlflow_model",
+    ):
         assert f"crmlab/{module}.py" in names
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    for package in packages:  # every sub-package, one by one as pyproject lists them
+        assert "/".join([*package.split("."), "__init__.py"]) in names, package
+    folders = {
+        str(p.parent.relative_to(REPO)) for top in ("runners", "search") for p in (REPO / top).rglob("__init__.py")
+    }
+    assert len(folders) == sum(p.startswith(("crmlab.runners", "crmlab.search")) for p in packages)  # none forgotten
     top_level = next(n for n in names if n.endswith(".dist-info/top_level.txt"))
     assert zipfile.ZipFile(wheel).read(top_level).decode().split() == ["crmlab"]
 

@@ -173,9 +173,7 @@ def test_assemble_with_in_memory_registry() -> None:
     from crmlab.blocks.assemble import assemble, parameter_counts
     from crmlab.blocks.base import Block, block
     from crmlab.blocks.sequence import OneHotInput
-    from crmlab.registry.core import Registry
-    from crmlab.registry.errors import SpecErrors
-    from crmlab.registry.spec import parse_graph
+    from crmlab.registry import Registry, SpecErrors, parse_graph
 
     @block(package="crmlab_tests")
     class ChannelScale(Block):

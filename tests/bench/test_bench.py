@@ -1,4 +1,4 @@
-"""The benchmark scripts in CI size (``--quick``) and the pieces of :mod:`crmlab.runners.bench` they rely on."""
+"""The benchmark scripts in CI size (``--quick``) and the pieces of :mod:`crmlab.runners.benchmark` they rely on."""
 
 from __future__ import annotations
 
@@ -96,7 +96,8 @@ def test_hand_written_crmnet_has_canonical_parameter_count() -> None:
 
 
 def test_out_of_memory_is_a_blank_cell(monkeypatch: pytest.MonkeyPatch) -> None:
-    from crmlab.runners import bench, bench_report
+    from crmlab.runners.benchmark import _report as bench_report
+    from crmlab.runners.benchmark import _step_time as bench
 
     def exhausted(*args: object, **kwargs: object) -> None:
         raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 68719476736 bytes.")
@@ -110,7 +111,7 @@ def test_out_of_memory_is_a_blank_cell(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_other_errors_are_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
-    from crmlab.runners import bench
+    from crmlab.runners.benchmark import _step_time as bench
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ValueError("a genuine bug")

@@ -14,7 +14,7 @@ from crmlab.blocks.conv import SEBlock, SEConvEncoder, SEConvStack, TransposeCon
 from crmlab.blocks.heads import MLPHead
 from crmlab.blocks.sequence import OneHotInput, PositionEncoding, ReverseComplement
 from crmlab.blocks.transformer import TransformerEncoder
-from crmlab.registry.spec import load_graph, parse_graph
+from crmlab.registry import load_graph, parse_graph
 from crmlab.registry.templates import crmnet_unet
 from tests.conftest import read_rows
 
@@ -40,7 +40,7 @@ def test_onehot_of_real_sequence_matches_its_letters(real_sequences: list[str], 
 def test_reverse_complement_of_one_hot_matches_the_reverse_complement_of_the_letters(
     real_sequences: list[str],
 ) -> None:
-    from crmlab.runners.tokens import encode
+    from crmlab.runners.data import encode
 
     complement = str.maketrans("ACGTN", "TGCAN")
     flipped = [s.translate(complement)[::-1] for s in real_sequences]
@@ -63,8 +63,8 @@ def test_reverse_complement_rejects_other_than_five_channels() -> None:
 def test_reverse_complement_average_is_the_strand_mean_and_strand_symmetric(
     real_tokens: np.ndarray, tmp_path: Path
 ) -> None:
-    from crmlab.runners.explain import onehot_model
-    from crmlab.runners.pipeline import reverse_complement
+    from crmlab.runners.inference._explain import onehot_model
+    from crmlab.runners.training._batches import reverse_complement
 
     model = assemble(load_graph(GRAPHS / "crmnet_small.yaml"))
     both = reverse_complement_average(model)
@@ -178,7 +178,7 @@ def test_template_variants_build(params: dict, total: int | None) -> None:
 
 
 def test_keras_file_saved_by_the_previous_code_loads_with_the_same_predictions() -> None:
-    from crmlab.runners.tokens import encode
+    from crmlab.runners.data import encode
 
     model = keras.saving.load_model(LEGACY / "tiny_graph_v0.keras")
     tokens = encode([row["seq"] for row in read_rows("vaishnav_native_complex_3929.tsv", 8)]).astype("int32")

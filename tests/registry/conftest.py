@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from crmlab.registry.core import Registry
+from crmlab.registry import Registry
 from crmlab.registry.templates import crmnet_unet
 
 

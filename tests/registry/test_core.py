@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from crmlab.registry import core
-from crmlab.registry.core import BlockLoadError, DuplicateNameError, Registry
+from crmlab.registry import Registry, core
+from crmlab.registry.core import BlockLoadError, DuplicateNameError
 
 
 def test_register_and_get_reads_ports_and_params(fake_blocks: Registry) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from crmlab.registry.errors import SpecError
-from crmlab.registry.patch import get_path, parse_assignment, set_path
+from crmlab.registry import SpecError, parse_assignment, set_path
+from crmlab.registry.patch import get_path
 
 DOC = {"recipe": {"epochs": 5, "stages": [{"name": "pre", "epochs": 2}]}, "graph": "g.yaml"}
 

@@ -13,22 +13,23 @@ from typing import Any
 import pytest
 import yaml
 
-from crmlab.registry import yamlio
-from crmlab.registry.core import blocks
-from crmlab.registry.errors import SpecErrors
-from crmlab.registry.space import (
+from crmlab.registry import (
     MAX_TESTED_VALUES,
     BoolParam,
     ChoiceParam,
-    Condition,
     FloatParam,
     IntParam,
+    Patch,
     Space,
+    SpecErrors,
+    apply_patch,
     parent_values,
     parse_space,
+    yamlio,
 )
+from crmlab.registry.core import blocks
+from crmlab.registry.space import Condition
 from crmlab.registry.templates import crmnet_unet
-from crmlab.registry.variants import Patch, apply_patch
 
 FILE = "study.yaml"
 TEMPLATE = dict(inspect.signature(crmnet_unet).parameters)  # the real template's parameter names

@@ -7,11 +7,8 @@ from typing import Any
 
 import pytest
 
-from crmlab.registry import yamlio
-from crmlab.registry.core import Registry
-from crmlab.registry.errors import SpecErrors
-from crmlab.registry.spec import parse_graph, topological_order
-from crmlab.registry.validate import expand_template, resolve_graph
+from crmlab.registry import Registry, SpecErrors, parse_graph, resolve_graph, topological_order, yamlio
+from crmlab.registry.validate import expand_template
 
 GRAPHS = Path(__file__).resolve().parents[2] / "studies" / "graphs"
 

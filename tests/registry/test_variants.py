@@ -8,12 +8,17 @@ from typing import Any
 
 import pytest
 
-from crmlab.registry import yamlio
-from crmlab.registry.core import Registry
-from crmlab.registry.errors import SpecErrors
-from crmlab.registry.spec import parse_graph
-from crmlab.registry.validate import expand_template, resolve_graph
-from crmlab.registry.variants import apply_patch, check_leave_one_out, parse_patch
+from crmlab.registry import (
+    Registry,
+    SpecErrors,
+    apply_patch,
+    check_leave_one_out,
+    parse_graph,
+    parse_patch,
+    resolve_graph,
+    yamlio,
+)
+from crmlab.registry.validate import expand_template
 
 GRAPHS = Path(__file__).resolve().parents[2] / "studies" / "graphs"
 RECIPE = {"stages": [{"name": "pretrain", "data": "dream"}, {"name": "finetune", "data": "random_library"}]}

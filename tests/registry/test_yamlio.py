@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crmlab.registry import yamlio
-from crmlab.registry.errors import SpecError
+from crmlab.registry import SpecError, yamlio
 
 
 def test_exponent_floats_are_numbers() -> None:

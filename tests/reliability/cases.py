@@ -25,9 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from crmlab.registry import yamlio
-from crmlab.registry.spec import load_graph
-from crmlab.registry.validate import resolve_graph
+from crmlab.registry import load_graph, resolve_graph, yamlio
 from tests.reliability.workspace import DELETE, FIXTURES
 
 TRAIN, ABLATION, GRAPH = "studies/train.yaml", "studies/ablation.yaml", "studies/tiny_graph.yaml"
@@ -743,11 +741,11 @@ CASES: list[Case] = [
         flags=("--storage", "sqlite:///optuna.db", "--set", "backend=keras_tuner"),
     ),
     Case(
-        "search-workers-with-keras-tuner",
+        "search-jobs-with-keras-tuner",
         "search",
-        "--workers",
+        "--jobs",
         "only with backend: optuna",
-        flags=("--workers", "2", "--set", "backend=keras_tuner"),
+        flags=("--jobs", "2", "--set", "backend=keras_tuner"),
     ),
     Case("search-workers-zero", "search", "crmlab search: --workers", "positive integer", flags=("--workers", "0")),
     Case(
@@ -785,8 +783,9 @@ CASES: list[Case] = [
         "--set: space.dropout.type",
         "is required",
         flags=("--set", "space.dropout.low=0.1"),
-        known_bug="runners/study.py _blame_flag: an issue at a sibling of the --set key (space.dropout.type, in a "
-        "mapping space.dropout that --set created) is blamed on the study file, which has no such key",
+        known_bug="runners/studyfile/_overrides.py _blame_flag: an issue at a sibling of the --set key "
+        "(space.dropout.type, in a mapping space.dropout that --set created) is blamed on the study file, which has "
+        "no such key",
     ),
     Case(
         "search-set-bound-below-low",

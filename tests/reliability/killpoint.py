@@ -33,9 +33,12 @@ def _kill() -> None:
 
 def install(point: str, n: int, trace: str) -> None:
     """Patch the training path: a kill at the ``n``-th arrival at ``point``, and epoch tracing into ``trace``."""
-    from crmlab.runners import pipeline, retention, tracking, train
-    from crmlab.runners.callbacks import EpochControl
-    from crmlab.runners.checkpoint import CheckpointState
+    from crmlab.runners.rundir import CheckpointState
+    from crmlab.runners.rundir import _retention as retention
+    from crmlab.runners.tracking import _tracker as tracking
+    from crmlab.runners.training import _batches as pipeline
+    from crmlab.runners.training import _train as train
+    from crmlab.runners.training._epoch_control import EpochControl
 
     calls = {"n": 0}
 

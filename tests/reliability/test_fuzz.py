@@ -6,7 +6,7 @@ studies and graph) with one to three random edits (a value replaced, a key remov
 reach the deep checks. Search spaces are also drawn from their own grammar (parameter names a space may use, the
 four types and near misses, bounds of every type, ``when`` strings of known names, operators and YAML values) and fed
 to :func:`crmlab.registry.space.parse_space` directly and, inside the tiny search study, to
-:func:`crmlab.search.search.load_search`. The default run tries ``DEFAULT_EXAMPLES`` per loader; ``pytest -m slow``
+:func:`crmlab.search.arch._study.load_search`. The default run tries ``DEFAULT_EXAMPLES`` per loader; ``pytest -m slow``
 tries ``SLOW_EXAMPLES`` per loader. Loaders that read files run on a scratch copy of the studies and data; the train,
 ablation and search loaders load the data but never import Keras (``assemble=False``).
 """
@@ -26,18 +26,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crmlab.registry import yamlio
-from crmlab.registry.errors import CrmlabError
-from crmlab.registry.space import Space, parse_space
-from crmlab.registry.spec import GraphSpec, parse_graph
+from crmlab.registry import CrmlabError, GraphSpec, Space, parse_graph, parse_space, resolve_graph, yamlio
 from crmlab.registry.templates import crmnet_unet
-from crmlab.registry.validate import resolve_graph
 from crmlab.registry.variants import SHORTCUTS
-from crmlab.runners.recipe import Recipe, TrainStudy, parse_recipe, parse_train_study
-from crmlab.runners.sources import DataSource
-from crmlab.runners.study import LoadedStudy, load_train_study
-from crmlab.search.ablation import Ablation, load_ablation
-from crmlab.search.search import Search, load_search
+from crmlab.runners.data import DataSource
+from crmlab.runners.studyfile import Recipe, TrainStudy, load_train_study, parse_recipe
+from crmlab.runners.studyfile._loader import LoadedStudy
+from crmlab.runners.studyfile._recipe import parse_train_study
+from crmlab.search.ablation import load_ablation
+from crmlab.search.ablation._study import Ablation
+from crmlab.search.arch import Search, load_search
 from tests.reliability.workspace import FIXTURES, make_workspace
 
 DEFAULT_EXAMPLES = 60

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 from crmlab.cli import main
-from crmlab.runners.callbacks import EpochControl
-from crmlab.runners.checkpoint import CheckpointState
-from crmlab.runners.outputs import TrainingFailed
-from crmlab.runners.recipe import Recipe, Stage
+from crmlab.runners.rundir import CheckpointState, TrainingFailed
+from crmlab.runners.studyfile import Recipe, Stage
+from crmlab.runners.training._epoch_control import EpochControl
 from tests.reliability.workspace import check_one_line_error, make_workspace, mlflow_runs
 
 ONE_STAGE = "recipe.stages=[{name: finetune, data: random_library, epochs: 1, standardize: false}]"

@@ -11,11 +11,8 @@ from typing import Any
 
 import pytest
 
-from crmlab.registry import core, yamlio
-from crmlab.registry.errors import CrmlabError
-from crmlab.registry.spec import load_graph, parse_graph
-from crmlab.registry.validate import resolve_graph
-from crmlab.runners.study import load_train_study
+from crmlab.registry import CrmlabError, core, load_graph, parse_graph, resolve_graph, yamlio
+from crmlab.runners.studyfile import load_train_study
 from crmlab.search.ablation import load_ablation
 from tests.reliability.workspace import edit_yaml, make_workspace
 

@@ -14,8 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from crmlab.registry import yamlio
-from crmlab.registry.patch import set_path
+from crmlab.registry import set_path, yamlio
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crmlab.runners.datasets import Dataset, load
-from crmlab.runners.sources import DataSource
+from crmlab.runners.data import Dataset, DataSource, load
 from tests.runners.data_helpers import DATA, DREAM
 
 

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from crmlab.registry.errors import SpecError
-from crmlab.runners.datasets import load
-from crmlab.runners.sources import DataSource
+from crmlab.registry import SpecError
+from crmlab.runners.data import DataSource, load
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 DREAM = "dream_test_derived_61313.tsv.gz"

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from crmlab.search.ablation import load_ablation
-from crmlab.search.ablation_train import run_ablation
+from crmlab.search.ablation import load_ablation, run_ablation
 from tests.mlflow_server import MlflowServer
 
 ROOT = Path(__file__).resolve().parents[2]

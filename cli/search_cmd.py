@@ -1,0 +1,76 @@
+"""``crmlab search``: run a search study, print its leaderboard and export the best trial as a train study."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from crmlab import model_registry, options
+
+__all__ = ["add_parser", "cmd_search"]
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Run a search study (kind: search): canonical once, then trials; leaderboard, importances, export."""
+    from crmlab.runners.rundir import checked_runs_dir
+    from crmlab.search.arch import BACKENDS, SearchOptions, check_export_path, export_best_trial, load_search
+
+    runs_dir = checked_runs_dir(args.runs_dir)
+    export = check_export_path(args.export)
+    model_registry.check_options(args)
+    search = load_search(args.study, args.set)
+    doc = search.doc
+    search_options = SearchOptions(
+        tracking_uri=args.tracking_uri,
+        mlflow=not args.no_mlflow,
+        storage=args.storage,
+        workers=len(args.slots),
+        slots=args.slots,
+        progress=_silent if args.quiet else _progress,
+    )
+    backend = BACKENDS[doc.backend]()
+    backend.check_options(search_options)
+    print(
+        f"{doc.name}: {doc.backend} search, {len(search.space)} parameters, {doc.trials} trials, "
+        f"objective {doc.objective.metric} ({doc.objective.direction}); canonical {search.canonical_parameters:,} "
+        "parameters",
+        flush=True,
+    )
+    backend.connect(search, runs_dir, search_options)
+    if search_options.mlflow:
+        from crmlab.runners.tracking import Tracker
+
+        Tracker(args.tracking_uri, doc.name)  # an unusable tracking store is reported before an SQLite storage
+    run = backend.run(search, runs_dir, search_options)
+    print(backend.summary(search, run))
+    model_registry.register_search(args, search, run.rows, runs_dir)
+    if export is not None:
+        best, study_file, graph_file = export_best_trial(search, run.rows, export)
+        print(f"best trial {best.number} exported: {study_file} (graph {graph_file}); train it: crmlab train {export}")
+    return 0
+
+
+def _progress(line: str) -> None:
+    print(line, flush=True)
+
+
+def _silent(line: str) -> None:
+    del line
+
+
+def add_parser(sub: Any) -> None:
+    """Add the ``search`` sub-command to the ``crmlab`` parser."""
+    p = sub.add_parser(
+        "search",
+        help="search a space of variants (kind: search) with Optuna or KerasTuner",
+        parents=[
+            *options.study_run(),
+            options.placement("run trials"),
+            options.register("the best trial's model"),
+        ],
+    )
+    p.add_argument("study", help="search study YAML (e.g. studies/quick_search.yaml)")
+    p.add_argument("--storage", help="Optuna storage URL, shared by workers (default: sqlite:///<runs-dir>/optuna.db)")
+    p.add_argument("--export", metavar="BEST.yaml", help="write the best trial as a train study (+ BEST.graph.yaml)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-trial progress lines")
+    p.set_defaults(func=cmd_search)

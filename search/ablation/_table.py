@@ -1,0 +1,49 @@
+"""The comparison as a terminal table, with the caveats it must carry."""
+
+from __future__ import annotations
+
+from crmlab.search.ablation._comparison import CONTROL, LABELS, METRICS, Row
+from crmlab.search.ablation._stats import format_p
+
+__all__ = ["notes", "table_text", "verdict_cells"]
+
+
+def verdict_cells(r: Row, metric: str) -> list[str]:
+    """Delta, the interval the verdict reads, Holm p and verdict of ``r`` on ``metric``."""
+    d = r.delta[metric]
+    if d is None or r.decision is None:
+        return ["reference", "", "", ""]
+    low, high = r.decision.interval
+    p = r.p_holm[metric]
+    return [f"{d.delta:+.4f}", f"[{low:+.4f}, {high:+.4f}]", format_p(1.0 if p is None else p), r.decision.verdict]
+
+
+def notes(rows: list[Row]) -> list[str]:
+    """Caveats the table must carry: a single seed; an A/A control that came out ``helps`` or ``hurts``."""
+    found = []
+    if rows and len(rows[0].seeds) == 1:
+        found.append(
+            "one seed: training noise is not estimated; the interval covers test-set sampling only, no verdicts"
+        )
+    for r in rows:
+        if r.variant == CONTROL and r.decision is not None and r.decision.verdict in ("helps", "hurts"):
+            found.append(
+                f"MISCALIBRATED: the A/A control (canonical under other initialisation seeds) {r.decision.verdict} on"
+                f" {r.test_set}; differences of this size are seed noise, so this study's verdicts are not trustworthy"
+            )
+    return found
+
+
+def table_text(rows: list[Row], metric: str = "pearson_r") -> str:
+    """The comparison as a fixed-width terminal table; delta, interval and verdict are on ``metric``.
+
+    The interval is the one the verdict reads: at the variant's Holm-adjusted level (see
+    :func:`crmlab.search.ablation._report.method_text`).
+    """
+    head = ["variant", "test set", "seeds", *(LABELS[m] for m in METRICS)]
+    head += [f"delta {LABELS[metric]}", "CI (Holm level)", "p (Holm)", "verdict"]
+    means = {id(r): [f"{r.mean[m]:.4f} ± {r.sd[m]:.4f}" for m in METRICS] for r in rows}
+    body = [[r.variant, r.test_set, str(len(r.seeds)), *means[id(r)], *verdict_cells(r, metric)] for r in rows]
+    widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in [head, *body]]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], *(f"note: {n}" for n in notes(rows))])

@@ -1,0 +1,31 @@
+"""Architecture search: the search document and space, trials as patches of the base graph, the leaderboard, export,
+and the Optuna and KerasTuner backends."""
+
+from crmlab.registry import lazy_exports
+
+__all__ = [
+    "BACKENDS",
+    "CANONICAL_ATTR",
+    "Search",
+    "SearchOptions",
+    "best_row",
+    "check_export_path",
+    "export_best_trial",
+    "load_search",
+    "run_optuna",
+]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "BACKENDS": "backends",
+        "CANONICAL_ATTR": "_optuna_study",
+        "Search": "_study",
+        "SearchOptions": "backends._base",
+        "best_row": "_leaderboard",
+        "check_export_path": "_export",
+        "export_best_trial": "_export",
+        "load_search": "_study",
+        "run_optuna": "backends._optuna",
+    },
+)

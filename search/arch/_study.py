@@ -1,0 +1,220 @@
+"""Search studies (``kind: search``): every trial is the base spec + a patch from the space, trained by the runner.
+
+Flow: load and validate the study (:mod:`crmlab.search.arch._schema`), its space against the base spec (each parameter's
+values applied, resolved and assembled, before any trial runs) and the data; train canonical CRMnet (the base spec,
+unpatched) once; then a backend (:data:`crmlab.search.arch.backends.BACKENDS`: Optuna or KerasTuner) samples trials. A
+trial is :meth:`~crmlab.registry.space.Space.patch` -> :func:`~crmlab.registry.variants.apply_patch` ->
+:func:`~crmlab.runners.training._train.train_run` (:mod:`crmlab.search.arch._trial`), exactly like an ablation variant,
+so a trial
+whose configuration was trained before (by an earlier trial, canonical, or a killed process) is reused or resumed by
+its run key, not retrained.
+
+This module holds the loaded search (:class:`Search`) and its loader, :func:`load_search`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from crmlab.registry import (
+    MAX_TESTED_VALUES,
+    FloatParam,
+    GraphSpec,
+    IntParam,
+    Issue,
+    Param,
+    Patch,
+    Space,
+    SpecError,
+    SpecErrors,
+    apply_patch,
+    core,
+    parent_values,
+    parse_graph,
+    parse_space,
+    resolve_graph,
+    yamlio,
+)
+from crmlab.runners.data import Dataset
+from crmlab.runners.rundir import digest
+from crmlab.runners.studyfile import (
+    Recipe,
+    check_assembles,
+    check_splits,
+    load_study_data,
+    load_study_file,
+    parse_recipe,
+)
+from crmlab.search.arch._schema import SearchDoc
+
+__all__ = ["CANONICAL", "Search", "TrialSpec", "load_search"]
+
+CANONICAL = "canonical"
+"""The label of the unpatched base spec's run, which every trial is compared against."""
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """A trial's patch, the patched graph and recipe documents, and their validated forms."""
+
+    graph: GraphSpec
+    recipe: Recipe
+    patch: Patch
+    graph_doc: dict[str, Any]
+    recipe_doc: dict[str, Any]
+
+
+@dataclass
+class Search:
+    """A loaded, validated search study with its data."""
+
+    path: Path
+    overrides: list[str]
+    doc: SearchDoc
+    space: Space
+    base_graph: dict[str, Any]
+    graph_file: Path
+    canonical: tuple[GraphSpec, Recipe]
+    datasets: dict[str, Dataset] = field(default_factory=dict)
+    tests: dict[str, Dataset] = field(default_factory=dict)
+    canonical_parameters: int = 0
+
+    @property
+    def key(self) -> str:
+        """What makes two invocations the same search (the trial budget and backend options may change)."""
+        return digest(
+            self.base_graph,
+            self.doc.recipe,
+            {k: v.model_dump(mode="json") for k, v in {**self.doc.data, **self.doc.test_sets}.items()},
+            self.doc.space,
+            self.doc.objective.model_dump(mode="json"),
+        )
+
+    def variant(self, values: Mapping[str, Any]) -> TrialSpec:
+        """The trial of these sampled ``values`` (inactive ones ignored): the base spec and recipe, patched."""
+        patch = self.space.patch(values)
+        file = str(self.path)
+        graph_doc, recipe_doc = apply_patch(self.base_graph, self.doc.recipe, patch, core.blocks(), file, "space")
+        graph = resolve_graph(parse_graph(graph_doc, file))
+        recipe = parse_recipe(recipe_doc, self.doc.data, file)
+        return TrialSpec(graph, recipe, patch, graph_doc, recipe_doc)
+
+    @property
+    def metric(self) -> str:
+        """The objective's validation metric."""
+        return self.doc.objective.metric
+
+
+def load_search(path: str | Path, overrides: Sequence[str] = (), assemble: bool = True) -> Search:
+    """Validate the study and its space against the base spec (and, with ``assemble``, build every distinct
+    model the space's bounds and choices produce); load the data and check the splits
+    (:func:`~crmlab.runners.studyfile._loader.load_study_file`). Nothing is written.
+
+    Raises:
+        SpecErrors: every problem, ``FILE: key.path: message`` (issues at ``--set`` keys name the flag).
+    """
+    return load_study_file(path, overrides, SearchDoc, partial(_load, assemble=assemble))
+
+
+def _load(
+    path: Path, overrides: list[str], doc: SearchDoc, graph_file: Path, base_graph: dict[str, Any], assemble: bool
+) -> Search:
+    file = str(path)
+    canonical_graph = resolve_graph(parse_graph(base_graph, str(graph_file)))
+    canonical_recipe = parse_recipe(doc.recipe, doc.data, file)
+    template = base_graph.get("template")
+    template_params = (template.get("params") or {}) if isinstance(template, dict) else None
+    if isinstance(template, dict) and isinstance(template.get("name"), str):
+        template_params = {**_template_defaults(template["name"]), **(template_params or {})}
+    space = parse_space(doc.space, file, template_params)
+    search = Search(path, overrides, doc, space, base_graph, graph_file, (canonical_graph, canonical_recipe))
+    graphs = _check_space(search)
+    _check_backend(search)
+    if assemble:
+        search.canonical_parameters = _assemble_all(search, graphs)
+    search.datasets, search.tests = load_study_data(doc, canonical_graph, path)
+    check_splits(canonical_recipe, search.datasets, file, [canonical_recipe.seed])
+    return search
+
+
+def _template_defaults(name: str) -> dict[str, Any]:
+    """The template's parameters (name -> default), so a space may vary one the base spec leaves at its default."""
+    templates = core.templates()
+    if name not in templates:
+        return {}
+    return {p.name: p.default for p in templates.get(name).params.values()}
+
+
+def _check_space(search: Search) -> dict[str, tuple[str, GraphSpec]]:
+    """Apply every parameter's representative values (with the parents that make it active) to the base spec and
+    recipe; an impossible value is ``FILE: space.KEY: with KEY=VALUE: message``. Returns the distinct graphs."""
+    file = str(search.path)
+    issues: list[Issue] = []
+    graphs: dict[str, tuple[str, GraphSpec]] = {}
+    for param in search.space:
+        for value in param.representative_values():
+            values = {**parent_values(search.space, param), param.key: value}
+            label = ", ".join(f"{k}={yamlio.dumps(v).strip().removesuffix('...').strip()}" for k, v in values.items())
+            try:
+                graph = search.variant(values).graph
+            except SpecErrors as exc:
+                issues.extend(
+                    Issue(file, f"space.{param.key}", f"with {label}: {Issue('', i.path, i.message)}")
+                    for i in exc.issues[:1]
+                )
+                break
+            graphs.setdefault(digest(graph.to_dict()), (f"space.{param.key}: with {label}", graph))
+    if issues:
+        raise SpecErrors(issues)
+    return graphs
+
+
+def _check_backend(search: Search) -> None:
+    file, doc = str(search.path), search.doc
+    if doc.backend == "optuna" and doc.optuna.sampler == "grid":
+        loose = [p.key for p in search.space if isinstance(p.spec, FloatParam) and p.spec.step is None]
+        if loose:
+            raise SpecError(
+                file, "optuna.sampler", f"grid needs finite parameters; {loose[0]} is a continuous float (add step)"
+            )
+
+        def count(p: Param) -> float:  # without enumerating the range
+            s = p.spec
+            if isinstance(s, IntParam):
+                return (s.high - s.low) // s.step + 1
+            if isinstance(s, FloatParam) and s.step is not None:
+                return (s.high - s.low) / s.step + 1
+            return len(p.finite_values or [])
+
+        wide = [p.key for p in search.space if count(p) > MAX_TESTED_VALUES]
+        if wide:
+            raise SpecError(
+                file, "optuna.sampler", f"grid: {wide[0]} has more than {MAX_TESTED_VALUES:,} values; use a larger step"
+            )
+    if doc.backend == "optuna" and doc.optuna.heartbeat.grace < 2 * doc.optuna.heartbeat.interval:
+        raise SpecError(file, "optuna.heartbeat.grace", "must be at least twice the interval")
+
+
+def _assemble_all(search: Search, graphs: dict[str, tuple[str, GraphSpec]]) -> int:
+    """Build canonical and every distinct graph of the space once; returns canonical's parameter count."""
+    file = str(search.path)
+    issues: list[Issue] = []
+    canonical = 0
+    todo = {digest(search.canonical[0].to_dict()): ("", search.canonical[0]), **graphs}
+    for key, (where, graph) in todo.items():
+        try:
+            count = check_assembles(graph, search.canonical[1], file)
+            if key == digest(search.canonical[0].to_dict()):
+                canonical = count
+        except SpecErrors as exc:
+            if not where:
+                raise
+            prefix, label = where.split(": ", 1)
+            issues.extend(Issue(file, prefix, f"{label}: {i}") for i in exc.issues[:1])
+    if issues:
+        raise SpecErrors(issues)
+    return canonical

@@ -1,0 +1,157 @@
+"""Distributed and killed searches: 3 worker processes on a real PostgreSQL server with one worker SIGKILLed
+mid-trial, and a single-process search on the embedded SQLite store SIGKILLed and run again."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from crmlab.search.arch._optuna_budget import SURPLUS_ATTR, budget_used
+from tests.pg import PostgresServer
+
+ROOT = Path(__file__).resolve().parents[3]
+TINY = ROOT / "tests" / "fixtures" / "studies" / "tiny_search.yaml"
+TRIALS = 6
+# Fine-tuning only (3 epochs) over a space without ``pretraining``: what these tests check (workers, kills, resume)
+# does not depend on a pretraining stage, which would double every trial's tracing. The continuous learning rate
+# keeps the trials' run keys distinct.
+SHORT = [
+    "--set",
+    "recipe.stages=[{name: finetune, data: random_library, epochs: 3}]",
+    "--set",
+    "space={transformer: {type: bool}, kernel_size: {type: int, low: 3, high: 7, step: 4}, "
+    "recipe.schedule.peak: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}}",
+]
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "crmlab.cli", "search", str(TINY), *args]
+
+
+def _schema_ready(db: Path) -> bool:
+    """The search process has created the SQLite file's Optuna schema and its study (read-only: creates nothing)."""
+    if not db.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as connection:
+            return connection.execute("SELECT COUNT(*) FROM studies").fetchone()[0] > 0
+    except sqlite3.Error:
+        return False
+
+
+def _wait_for_running_trial(url: str, proc: subprocess.Popen, timeout: float = 300) -> optuna.trial.FrozenTrial:
+    """A running trial that has reported at least one fine-tuning epoch (so it is truly mid-trial)."""
+    deadline = time.monotonic() + timeout
+    storage = None  # one connection pool for all the polling (a server allows only so many clients)
+    try:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()[0]
+            if url.startswith("sqlite:///") and not _schema_ready(Path(url.removeprefix("sqlite:///"))):
+                time.sleep(0.5)  # opening RDBStorage while the search creates the schema races it (alembic_version)
+                continue
+            try:
+                storage = storage or optuna.storages.RDBStorage(url)
+            except sqlalchemy.exc.SQLAlchemyError:  # the search is creating the schema in this file right now
+                time.sleep(0.5)
+                continue
+            try:
+                study = optuna.load_study(study_name="tiny_search", storage=storage)
+            except KeyError:  # not created yet
+                time.sleep(0.5)
+                continue
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if t.intermediate_values and "worker_pid" in t.user_attrs:
+                    return t
+            time.sleep(0.2)
+    finally:
+        if storage is not None:
+            storage.engine.dispose()
+    raise AssertionError("no trial reached its first fine-tuning epoch")
+
+
+def _check_complete(url: str, killed: int) -> list[optuna.trial.FrozenTrial]:
+    storage = optuna.storages.RDBStorage(url)
+    trials = optuna.load_study(study_name="tiny_search", storage=storage).get_trials()
+    storage.engine.dispose()
+    assert [t.number for t in trials] == list(range(len(trials))), "trial numbers are not unique and contiguous"
+    assert budget_used(trials) == TRIALS
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == TRIALS, [(t.number, t.state) for t in trials]
+    dead = trials[killed]
+    assert dead.state == TrialState.FAIL and "fail_reason" not in dead.user_attrs
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == dead.params
+    failed = [t for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get(SURPLUS_ATTR)]
+    assert len(failed) == 1  # nothing else lost (a surplus trial, started in a race for the last place, is no loss)
+    return trials
+
+
+def _check_no_epoch_twice(runs: Path) -> None:
+    for state in runs.glob("*/state.json"):
+        history = json.loads(state.read_text())["history"]
+        for stage in {h["stage"] for h in history}:
+            epochs = [h["epoch"] for h in history if h["stage"] == stage and "reused" not in h]
+            assert epochs == sorted(set(epochs)), f"{state}: {stage} epochs {epochs}"
+
+
+def test_three_workers_on_postgresql_survive_a_worker_killed_mid_trial(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    url = postgres_server.create_database("search_workers")
+    runs, mlflow_db = tmp_path / "runs", tmp_path / "mlflow.db"
+    args = ["--storage", url, "--jobs", "3", "--set", f"trials={TRIALS}", *SHORT]
+    args += ["--runs-dir", str(runs), "--tracking-uri", f"sqlite:///{mlflow_db}"]
+    proc = subprocess.Popen(_command(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        victim = _wait_for_running_trial(url, proc)
+        pid = victim.user_attrs["worker_pid"]
+        assert pid != proc.pid  # a worker process, not the parent
+        os.kill(pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=900)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    assert "its worker process died from SIGKILL" in out and "its trial is retried" in out
+    trials = _check_complete(url, victim.number)
+    assert len({t.user_attrs["worker_pid"] for t in trials if t.state == TrialState.COMPLETE}) >= 2
+    _check_no_epoch_twice(runs)
+    client = MlflowClient(f"sqlite:///{mlflow_db}")
+    exp = client.get_experiment_by_name("tiny_search")
+    statuses = [r.info.status for r in client.search_runs([exp.experiment_id], max_results=1000)]
+    assert "RUNNING" not in statuses
+
+
+def test_a_killed_search_resumes_when_run_again(tmp_path: Path) -> None:
+    runs, mlflow_db = tmp_path / "runs", tmp_path / "mlflow.db"
+    storage = f"sqlite:///{runs / 'optuna.db'}"
+    args = ["--set", f"trials={TRIALS}", *SHORT, "--runs-dir", str(runs)]
+    args += ["--tracking-uri", f"sqlite:///{mlflow_db}", "-q"]
+    proc = subprocess.Popen(_command(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        victim = _wait_for_running_trial(storage, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    again = subprocess.run(_command(*args), capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout + again.stderr
+    _check_complete(storage, victim.number)
+    _check_no_epoch_twice(runs)
+    client = MlflowClient(f"sqlite:///{mlflow_db}")
+    exp = client.get_experiment_by_name("tiny_search")
+    runs_logged = client.search_runs([exp.experiment_id], max_results=1000)
+    assert "RUNNING" not in [r.info.status for r in runs_logged]
+    parents = [r for r in runs_logged if r.data.tags.get("crmlab.kind") == "search"]
+    assert len(parents) == 1  # the killed invocation's parent run was reopened, not duplicated

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from crmlab.search.ablation._seeds import plan_seeds, study_decisions, variance_method
-from crmlab.search.ablation._stats import SeedDelta, holm, mean_sd, seed_delta
+from crmlab.search.ablation._seeds import plan_seeds, study_decisions, study_p_values, variance_method
+from crmlab.search.ablation._stats import SeedDelta, mean_sd, seed_delta
 from crmlab.search.ablation._verdicts import Decision
 
 __all__ = ["CONTROL", "LABELS", "METRICS", "REFERENCE", "Row", "compare"]
@@ -34,7 +34,8 @@ class Row:
         sd: sample sd over seeds per metric.
         per_seed: the metric's value for each seed, per metric.
         delta: the paired delta vs canonical per metric (``None`` for canonical).
-        p_holm: Holm-adjusted p-value per metric across the variants of the test set (``None`` for canonical).
+        p_holm: Holm-adjusted p-value per metric across the variants of the test set, weighted by look share for
+            adaptive seeds: on the primary metric, the p the verdict was read from (``None`` for canonical).
         decision: the verdict on the study's primary metric (``None`` for canonical).
     """
 
@@ -95,17 +96,12 @@ def compare(
                     )
             group.append(Row(v.name, test_name, own, mean, sd, per_seed, delta, dict.fromkeys(METRICS), None))
         tested = [r for r in group if r.variant != REFERENCE]
-        for m in METRICS:
-            p_values = [_p(r.delta[m]) for r in tested]
-            for r, p in zip(tested, holm(p_values), strict=True):
-                r.p_holm[m] = p
+        for m in METRICS:  # the same step-down as the verdicts: weighted by look share for adaptive seeds
+            adjusted = study_p_values(doc, {r.variant: r.delta[m] for r in tested})
+            for r in tested:
+                r.p_holm[m] = adjusted[r.variant]
         decisions, _ = study_decisions(doc, {r.variant: r.delta[doc.metric] for r in tested})
         for r in tested:
             r.decision = decisions[r.variant]
         rows.extend(group)
     return rows
-
-
-def _p(d: SeedDelta | None) -> float:
-    """The p-value entering Holm: 1 for a single seed (training noise not estimated, nothing to reject)."""
-    return d.p_value if d is not None and d.training_noise_estimated else 1.0

@@ -15,6 +15,7 @@ from typing import Any
 from crmlab.search.ablation._comparison import CONTROL, LABELS, METRICS, REFERENCE, Row
 from crmlab.search.ablation._plots import bar_plots, scatter_plots
 from crmlab.search.ablation._seeds import AdaptiveSeeds
+from crmlab.search.ablation._stats import SEED_BOUND_LEVEL
 from crmlab.search.ablation._table import notes, verdict_cells
 
 __all__ = ["method_text", "seed_rule_text", "write_all", "write_report"]
@@ -40,8 +41,17 @@ def method_text(ablation: Any) -> str:
         " stream), and the seed is the unit of replication. A delta's standard error combines the between-seed"
         " variance of the per-seed deltas with the test-set sampling variance (delta method for Pearson r and R2,"
         " paired bootstrap of the test sequences for Spearman rho); intervals and p-values are Student-t with"
-        " Welch-Satterthwaite degrees of freedom (Bouthillier et al. 2021). p is Holm-adjusted across the variants of"
-        " each test set; p below 0.001 prints as < 0.001."
+        " Welch-Satterthwaite degrees of freedom (Bouthillier et al. 2021), in which the between-seed variance enters"
+        f" at its {SEED_BOUND_LEVEL:.0%} upper confidence bound, so that seeds agreeing by chance do not buy degrees"
+        " of freedom. p is Holm-adjusted across the variants of each test set"
+        + (
+            " (weighted Holm for adaptive seeds: each variant's p is divided by its look's share of alpha before the"
+            " step-down)"
+            if isinstance(doc.seeds, AdaptiveSeeds)
+            else ""
+        )
+        + "; it is the p the verdict was read from (helps / hurts exactly when p <= alpha); p below 0.001 prints as"
+        " < 0.001."
         f" Verdicts on {LABELS[doc.metric]}, family level alpha = {doc.alpha}, min_effect = {doc.min_effect}:"
         " helps / hurts when the interval at the variant's Holm-adjusted level (the CI shown) lies above / below 0;"
         " equivalent when the (1 - 2 alpha) interval at that level lies inside +-min_effect (two one-sided tests);"

@@ -22,7 +22,7 @@ from pydantic import Discriminator, Field, Tag, model_validator
 
 from crmlab.runners.studyfile import Strict
 from crmlab.search.ablation._stats import SeedDelta, seed_delta
-from crmlab.search.ablation._verdicts import Decision, decide, decide_look
+from crmlab.search.ablation._verdicts import Decision, decide, decide_look, look_shares, weighted_holm
 
 __all__ = [
     "AdaptiveSeeds",
@@ -32,6 +32,7 @@ __all__ = [
     "plan_seeds",
     "seeds_text",
     "study_decisions",
+    "study_p_values",
     "variance_method",
 ]
 
@@ -98,6 +99,18 @@ def study_decisions(doc: Any, estimates: Mapping[str, SeedDelta]) -> tuple[dict[
         estimates, doc.alpha, min_effect=doc.min_effect, initial=doc.seeds.initial, max_seeds=doc.seeds.max
     )
     return look.decisions, look.more_seeds
+
+
+def study_p_values(doc: Any, estimates: Mapping[str, SeedDelta]) -> dict[str, float]:
+    """Adjusted p-values of one test set's variants under the study's seed rule (any metric): plain Holm for fixed
+    seeds, weighted Holm by each variant's look share for adaptive seeds, so that on the primary metric each equals
+    the :attr:`~crmlab.search.ablation._verdicts.Decision.p` its verdict was read from."""
+    if isinstance(doc.seeds, AdaptiveSeeds):
+        shares = look_shares(estimates, doc.alpha, doc.seeds.initial, doc.seeds.max)
+    else:
+        shares = [1.0] * len(estimates)
+    p = [e.p_value if e.training_noise_estimated else 1.0 for e in estimates.values()]
+    return dict(zip(estimates, weighted_holm(p, shares), strict=True))
 
 
 @dataclass(frozen=True)

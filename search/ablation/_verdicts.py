@@ -32,19 +32,34 @@ the looks are correlated (conservative). O'Brien-Fleming spends little early and
 where most variants end, keep the largest levels. Variants with different seed
 counts are combined by weighted Holm: each p-value is divided by its look's share ``a_i / alpha`` before the
 step-down, and the resulting level is scaled back by the same share.
+
+One p-value story: the p shown beside a verdict is the one it was read from, :attr:`Decision.p`, the Holm-adjusted
+p-value of the same (weighted, for adaptive seeds) step-down (:func:`weighted_holm`). ``helps`` / ``hurts`` happen
+exactly when it is at most ``alpha``; ``equivalent`` may come with any p.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import special
 
-from crmlab.search.ablation._stats import SeedDelta, holm_levels
+from crmlab.search.ablation._stats import SeedDelta, holm, holm_levels
 
-__all__ = ["VERDICTS", "Decision", "Look", "decide", "decide_look", "look_alpha", "verdict"]
+__all__ = [
+    "VERDICTS",
+    "Decision",
+    "Look",
+    "decide",
+    "decide_look",
+    "look_alpha",
+    "look_shares",
+    "verdict",
+    "weighted_holm",
+]
 
 VERDICTS = ("helps", "hurts", "equivalent", "undecided")
 """The possible verdicts."""
@@ -59,12 +74,16 @@ class Decision:
         alpha: the two-sided level used (Holm-adjusted, and the look's share of the family level when adaptive).
         interval: the ``1 - alpha`` interval of the delta (``helps`` / ``hurts``).
         equivalence_interval: the ``1 - 2 alpha`` interval (``equivalent``).
+        p: the Holm-adjusted p-value of the step-down the verdict came from (weighted by each look's share for
+            adaptive seeds; :func:`weighted_holm`): ``helps`` / ``hurts`` exactly when ``p <= `` the family level.
+            NaN for a decision made alone (:func:`verdict`).
     """
 
     verdict: str
     alpha: float
     interval: tuple[float, float]
     equivalence_interval: tuple[float, float]
+    p: float = float("nan")
 
 
 def verdict(estimate: SeedDelta, alpha: float, min_effect: float) -> Decision:
@@ -88,17 +107,33 @@ def verdict(estimate: SeedDelta, alpha: float, min_effect: float) -> Decision:
     return Decision(word, alpha, (low, high), (eq_low, eq_high))
 
 
+def _tested_p(estimate: SeedDelta) -> float:
+    """The p-value a step-down tests: 1 when training noise is not estimated (one seed: nothing to reject)."""
+    return estimate.p_value if estimate.training_noise_estimated else 1.0
+
+
+def weighted_holm(p_values: Sequence[float], shares: Sequence[float]) -> list[float]:
+    """Adjusted p-values of weighted Holm (same order as given): Holm's over ``p_i / shares[i]``, at most 1.
+
+    With every share 1 this is plain Holm (:func:`~crmlab.search.ablation._stats.holm`). Hypothesis ``i`` is
+    rejected at family level ``alpha`` exactly when its adjusted p-value is at most ``alpha``, as in
+    :func:`decide` and :func:`decide_look`.
+    """
+    return holm([min(1.0, p / s) for p, s in zip(p_values, shares, strict=True)])
+
+
 def _decisions(
     estimates: Mapping[str, SeedDelta], shares: Sequence[float], alpha: float, min_effect: float
 ) -> dict[str, Decision]:
     """Weighted Holm at family ``alpha``: hypothesis ``i`` is tested at its Holm level times ``shares[i]``."""
     names = list(estimates)
-    p = [
-        estimates[n].p_value / s if estimates[n].training_noise_estimated else 1.0
-        for n, s in zip(names, shares, strict=True)
-    ]
+    p = [_tested_p(estimates[n]) / s for n, s in zip(names, shares, strict=True)]
     levels = holm_levels(p, alpha)
-    return {n: verdict(estimates[n], level * s, min_effect) for n, level, s in zip(names, levels, shares, strict=True)}
+    adjusted = weighted_holm([_tested_p(estimates[n]) for n in names], shares)
+    return {
+        n: dataclasses.replace(verdict(estimates[n], level * s, min_effect), p=q)
+        for n, level, s, q in zip(names, levels, shares, adjusted, strict=True)
+    }
 
 
 def decide(estimates: Mapping[str, SeedDelta], alpha: float = 0.05, *, min_effect: float) -> dict[str, Decision]:
@@ -136,6 +171,12 @@ def look_alpha(alpha: float, n_seeds: int, initial: int, max_seeds: int) -> floa
         return float(2 * special.ndtr(-z / np.sqrt(k / max_seeds))) if k >= initial else 0.0
 
     return spent(n_seeds) - spent(n_seeds - 1)
+
+
+def look_shares(estimates: Mapping[str, SeedDelta], alpha: float, initial: int, max_seeds: int) -> list[float]:
+    """Each estimate's share of ``alpha`` at its own look, ``look_alpha(alpha, n_seeds, ...) / alpha`` (same order):
+    the weights of weighted Holm under adaptive seeds."""
+    return [look_alpha(alpha, e.n_seeds, initial, max_seeds) / alpha for e in estimates.values()]
 
 
 @dataclass(frozen=True)
@@ -176,7 +217,7 @@ def decide_look(
     Returns:
         The :class:`Look`.
     """
-    shares = [look_alpha(alpha, e.n_seeds, initial, max_seeds) / alpha for e in estimates.values()]
+    shares = look_shares(estimates, alpha, initial, max_seeds)
     decisions = _decisions(estimates, shares, alpha, min_effect)
     more = tuple(n for n, d in decisions.items() if d.verdict == "undecided" and estimates[n].n_seeds < max_seeds)
     return Look(decisions, more)

@@ -72,6 +72,9 @@ def test_the_plan_adds_seeds_to_undecided_variants_only(study: Any) -> None:
     assert by["no_transformer"].decision.alpha <= look_alpha(0.05, 3, 3, 6) + 1e-12
     assert by["no_se"].decision.verdict != "hurts" and by["no_se"].seeds == list(range(6))
     assert by[REFERENCE].seeds == list(range(6))
+    for r in (by["no_transformer"], by["no_se"]):  # the p shown is the weighted-Holm p the verdict was read from
+        assert r.p_holm["pearson_r"] == pytest.approx(r.decision.p)
+    assert by["no_transformer"].p_holm["pearson_r"] <= 0.05 < by["no_se"].p_holm["pearson_r"]
     seeds_column = {line.split()[0]: line.split()[2] for line in table_text(rows).splitlines()[2:]}
     assert seeds_column == {REFERENCE: "6", "no_transformer": "3", "no_se": "6"}
 

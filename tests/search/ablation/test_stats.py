@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from scipy import stats as sps
 
 from crmlab.search.ablation._stats import SeedDelta, format_p, holm, holm_levels, mean_sd, seed_delta
-from crmlab.search.ablation._verdicts import decide, decide_look, look_alpha, verdict
+from crmlab.search.ablation._verdicts import decide, decide_look, look_alpha, look_shares, verdict, weighted_holm
 
 
 def _estimate(delta: float, se: float, df: float = 10.0, n_seeds: int = 5) -> SeedDelta:
@@ -194,7 +195,35 @@ def test_decide_look_tests_each_variant_at_its_look_and_asks_for_seeds() -> None
     assert look.decisions["big"].alpha == pytest.approx(look_alpha(0.05, 3, 3, 8) / 4)
     same = {k: e for k, e in estimates.items() if e.n_seeds == 3}
     fixed = decide(same, look_alpha(0.05, 3, 3, 8), min_effect=0.01)
-    assert decide_look(same, 0.05, min_effect=0.01, initial=3, max_seeds=8).decisions == fixed
+    looked = decide_look(same, 0.05, min_effect=0.01, initial=3, max_seeds=8).decisions
+    # the same verdicts, levels and intervals; p is adjusted against the family's alpha, not the look's share of it
+    assert {k: dataclasses.replace(d, p=fixed[k].p) for k, d in looked.items()} == fixed
+
+
+def test_the_p_beside_a_verdict_is_the_one_it_was_read_from() -> None:
+    """Weighted Holm's adjusted p is at most alpha exactly when the verdict is helps / hurts (one p-value story)."""
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        estimates = {
+            f"v{i}": _estimate(float(rng.normal(0, 0.02)), float(rng.uniform(0.003, 0.02)), n_seeds=int(n))
+            for i, n in enumerate(rng.integers(3, 9, size=int(rng.integers(2, 6))))
+        }
+        for decisions, shares in (
+            (decide(estimates, 0.05, min_effect=0.001).values(), [1.0] * len(estimates)),
+            (
+                decide_look(estimates, 0.05, min_effect=0.001, initial=3, max_seeds=8).decisions.values(),
+                look_shares(estimates, 0.05, 3, 8),
+            ),
+        ):
+            p = weighted_holm([e.p_value for e in estimates.values()], shares)
+            for d, q in zip(decisions, p, strict=True):
+                assert d.p == pytest.approx(q)
+                if d.verdict in ("helps", "hurts"):
+                    assert d.p <= 0.05 + 1e-12
+                elif d.verdict == "undecided":
+                    assert d.p > 0.05 - 1e-12
+    assert weighted_holm([0.01, 0.04], [1.0, 1.0]) == pytest.approx(holm([0.01, 0.04]))
+    assert weighted_holm([0.01, 0.5], [0.1, 1.0]) == pytest.approx([0.2, 0.5])  # 0.01 / 0.1 = 0.1, times 2
 
 
 def test_mean_sd() -> None:

@@ -18,12 +18,12 @@ __all__ = ["lazy_exports"]
 
 def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """A package's ``__getattr__`` and ``__dir__``: ``exports`` maps each public name to the module, relative to
-    ``package`` (``"sources"`` or ``"_base"``), that defines it.
+    ``package`` (``"_sources"``), that defines it.
 
     Example::
 
         __all__ = ["DataSource", "load"]
-        __getattr__, __dir__ = lazy_exports(__name__, {"DataSource": "sources", "load": "datasets"})
+        __getattr__, __dir__ = lazy_exports(__name__, {"DataSource": "_sources", "load": "_datasets"})
     """
 
     def __getattr__(name: str) -> Any:

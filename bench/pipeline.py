@@ -5,8 +5,7 @@
 
 Each pipeline stage's rate is compared with the training rate of the model (measured here with
 ``crmlab.runners.benchmark._step_time.measure``, or given with ``--model-seq-per-s``); ``headroom`` is how many times
-faster the
-stage is than the model consumes. Writes a CSV (``--out``) and prints the table last.
+faster the stage is than the model consumes. Writes a CSV (``--out``) and prints the table last.
 """
 
 from __future__ import annotations

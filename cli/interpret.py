@@ -1,10 +1,9 @@
 """``crmlab predict`` and ``crmlab explain``: using trained models (the argument handling on top of the libraries).
 
 ``predict`` scores a sequence file with a model (:mod:`crmlab.runners.inference._predict`); ``explain`` measures
-gradient x input
-saliency at known JASPAR motifs for one model (:mod:`crmlab.runners.inference._explain`) or for every variant of an
-ablation study
-(:mod:`crmlab.search.ablation._explain`), writes tables and figures to a folder and logs them to the MLflow run.
+gradient x input saliency at known JASPAR motifs for one model (:mod:`crmlab.runners.inference._explain`) or for every
+variant of an ablation study (:mod:`crmlab.search.ablation._explain`), writes tables and figures to a folder and logs
+them to the MLflow run.
 """
 
 from __future__ import annotations

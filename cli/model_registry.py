@@ -60,8 +60,7 @@ def register_result(
     args: argparse.Namespace, result: Any, study: str, kind: str, extra: Mapping[str, str] | None = None
 ) -> None:
     """Register the logged model of the finished run ``result`` (a :class:`~crmlab.runners.rundir._results.RunResult`)
-    as
-    a new version of ``args.register`` (nothing without it) and print the version.
+    as a new version of ``args.register`` (nothing without it) and print the version.
 
     Args:
         args: the command's arguments (``register``, ``tracking_uri``).

@@ -1,8 +1,8 @@
 """Training data sets: :func:`load` reads a :class:`~crmlab.runners.data._sources.DataSource` into a :class:`Dataset`.
 
 A dataset holds ``uint8`` tokens (see :mod:`crmlab.runners.data._tokens`) and ``float32`` values, tokenised once and
-then
-cached on disk by content (:mod:`crmlab.runners.data._token_cache`) and read memory-mapped, so processes share them;
+then cached on disk by content (:mod:`crmlab.runners.data._token_cache`) and read memory-mapped, so processes share
+them;
 :func:`split` cuts a dataset into index arrays, at random or by whole groups (e.g. sequence clusters, so
 near-duplicates never straddle a split), and :meth:`Dataset.subset` takes rows without copying the tokens.
 

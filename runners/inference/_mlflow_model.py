@@ -10,8 +10,7 @@ error naming the row (``sequence:3: sequence has 'X' at position 4; allowed: A, 
 
 The MLflow model holds the Keras file itself (``artifacts/model.keras``), which ``crmlab predict RUN_ID`` downloads
 (:func:`crmlab.runners.inference._model_store.download_keras`); its requirements are pinned explicitly (crmlab, Keras
-and the
-backend package at their installed versions), so logging loads nothing and infers nothing
+and the backend package at their installed versions), so logging loads nothing and infers nothing
 (:func:`log_sequence_model`).
 """
 

@@ -1,7 +1,6 @@
 """Where a run's model is in an MLflow store: the run's logged model (:data:`MODEL_NAME`, saved by
 :func:`crmlab.runners.inference._mlflow_model.log_sequence_model`) with the Keras file among its artifacts, or, for a
-run logged
-by an older crmlab, the run's plain ``model.keras`` artifact.
+run logged by an older crmlab, the run's plain ``model.keras`` artifact.
 """
 
 from __future__ import annotations

@@ -3,13 +3,11 @@
 A trained model is named by a ``.keras`` file, a run directory (``RUNS_DIR/<run key>/``, holding ``model.keras``)
 or an MLflow run id (the Keras file of its logged model is downloaded,
 :func:`crmlab.runners.inference._model_store.download_keras`; a run logged before crmlab logged models has a
-``model.keras``
-artifact instead). Every exported crmlab model ends in a ``target_scale`` rescaling layer, so it predicts on the
-measured scale of the run's final training stage.
+``model.keras`` artifact instead). Every exported crmlab model ends in a ``target_scale`` rescaling layer, so it
+predicts on the measured scale of the run's final training stage.
 
 Sequences are read with :func:`crmlab.runners.data._sequences.read_sequences` (the readers, checks and encoding of
-training
-data), so a file scored here gives the very tokens its training or test run saw.
+training data), so a file scored here gives the very tokens its training or test run saw.
 """
 
 from __future__ import annotations

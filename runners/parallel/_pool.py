@@ -3,17 +3,15 @@ a time each, a dead worker replaced.
 
 Python's ``ProcessPoolExecutor`` fails every pending job when one worker dies (``BrokenProcessPool``), which turned
 one out-of-memory run into a crashed study. Here each slot (:class:`~crmlab.runners.parallel._placement.Slot`) has its
-own
-process, started with the slot's environment (its GPUs, its memory budget) so the backend sees only those devices.
-A task that raises comes back as a failure with a one-line reason; a worker that dies (killed, out of host memory,
-a crash in native code) fails only the task it was running, and the next task on that slot gets a new process.
-A process keeps what it compiled between tasks (``crmlab.runners.training._compiled``), so the runs of one graph compile
-once per worker. Every worker ends as soon as the process that started it is gone.
+own process, started with the slot's environment (its GPUs, its memory budget) so the backend sees only those devices. A
+task that raises comes back as a failure with a one-line reason; a worker that dies (killed, out of host memory, a crash
+in native code) fails only the task it was running, and the next task on that slot gets a new process. A process keeps
+what it compiled between tasks (``crmlab.runners.training._compiled``), so the runs of one graph compile once per
+worker. Every worker ends as soon as the process that started it is gone.
 
 A task whose failure says it ran out of memory (``RESOURCE_EXHAUSTED``, ``out of memory``, :class:`MemoryError`) is
 marked ``oom``; :func:`run_tasks` retries those once on :func:`~crmlab.runners.parallel._placement.exclusive_slots`,
-i.e. with
-fewer processes sharing the memory.
+i.e. with fewer processes sharing the memory.
 """
 
 from __future__ import annotations

@@ -10,8 +10,7 @@ run has already trained is loaded from the stage cache. After the last stage the
 target scale), evaluated on the test sets and on the last stage's validation split, and its outputs written
 (:mod:`crmlab.runners.rundir._results`). Once they are written and MLflow has them, the run's resumable state is deleted
 (:mod:`crmlab.runners.rundir._retention`; ``CRMLAB_KEEP_STATE=1`` keeps it). A run started for a study is recorded in
-the
-runs folder's manifest (:mod:`crmlab.runners.rundir._manifest`).
+the runs folder's manifest (:mod:`crmlab.runners.rundir._manifest`).
 
 Determinism: Python, NumPy and backend seeds are set from ``recipe.stream_seed`` (``init_seed``, or ``seed``), data
 splits and batch order depend on ``recipe.seed`` alone. Weight initialisation is reproducible; kernels of the backend

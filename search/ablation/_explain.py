@@ -3,8 +3,7 @@
 One seed's finished run of each variant is explained on one test set; motif hits depend on the sequences only,
 so they are scanned once and shared. Each variant gets the single-model outputs in its own sub-folder
 (:func:`crmlab.runners.inference._explain.write_explanation`); the comparison table puts the per-motif saliency columns
-of every
-variant next to each other, and a grouped bar chart shows the |saliency| ratio at hits per variant.
+of every variant next to each other, and a grouped bar chart shows the |saliency| ratio at hits per variant.
 """
 
 from __future__ import annotations

@@ -2,10 +2,9 @@
 or on worker processes (``--jobs``), then the comparison against canonical.
 
 Runs are trained by :func:`crmlab.runners.training._train.train_run`, whose run keys make a re-run skip finished runs
-and
-resume the unfinished one. MLflow: one parent run per study (:func:`parent_run`; its id is kept beside the runs so a
-re-run reuses it), one child run per variant x seed linked by the ``mlflow.parentRunId`` tag and tagged with
-variant, seed, patch and parameter delta. Loading, patching and collecting finished runs are
+and resume the unfinished one. MLflow: one parent run per study (:func:`parent_run`; its id is kept beside the runs so a
+re-run reuses it), one child run per variant x seed linked by the ``mlflow.parentRunId`` tag and tagged with variant,
+seed, patch and parameter delta. Loading, patching and collecting finished runs are
 :mod:`crmlab.search.ablation._study`'s.
 """
 
@@ -139,22 +138,19 @@ def run_ablation(
     """Train every variant x seed not yet finished, then compare against canonical.
 
     With adaptive seeds (:mod:`crmlab.search.ablation._seeds`) training goes in rounds: after each round the variants
-    still
-    undecided on some test set get the next seed (and canonical with them), until every variant is decided or has
+    still undecided on some test set get the next seed (and canonical with them), until every variant is decided or has
     the most seeds. Runs are keyed by seed, so an interrupted study resumes where it was with the same command.
 
     With ``jobs`` > 1 (or several ``slots``, see :mod:`crmlab.runners.parallel._placement`) runs train in worker
-    processes
-    (:mod:`crmlab.runners.parallel._pool`), one per slot, each on its slot's devices; this process only collects their
-    results from the runs folder. A worker that dies fails only its run, with a one-line reason; a run that ran out
-    of memory is retried once with fewer processes sharing memory.
+    processes (:mod:`crmlab.runners.parallel._pool`), one per slot, each on its slot's devices; this process only
+    collects their results from the runs folder. A worker that dies fails only its run, with a one-line reason; a run
+    that ran out of memory is retried once with fewer processes sharing memory.
 
     A run that fails (:class:`~crmlab.runners.rundir._results.TrainingFailed`: a diverged loss; or, in a worker, any
-    error)
-    does not stop the others: it is recorded in ``ablation.failed``, its MLflow run is marked FAILED, its variant is
-    left out of the comparison and listed in ``report.md`` and on the parent run (tag ``crmlab.failed_runs``). If
-    canonical fails there is nothing to compare against: the other runs are still trained, then ``TrainingFailed``
-    is raised.
+    error) does not stop the others: it is recorded in ``ablation.failed``, its MLflow run is marked FAILED, its variant
+    is left out of the comparison and listed in ``report.md`` and on the parent run (tag ``crmlab.failed_runs``). If
+    canonical fails there is nothing to compare against: the other runs are still trained, then ``TrainingFailed`` is
+    raised.
 
     Returns:
         The results keyed by (variant, seed), the comparison rows and the path of ``report.md`` (also logged,

@@ -90,8 +90,7 @@ def study_decisions(doc: Any, estimates: Mapping[str, SeedDelta]) -> tuple[dict[
 
     Returns:
         Variant name -> :class:`~crmlab.search.ablation._verdicts.Decision`, and (adaptive seeds only) the names that
-        get
-        another seed.
+        get another seed.
     """
     if not isinstance(doc.seeds, AdaptiveSeeds):
         return decide(estimates, doc.alpha, min_effect=doc.min_effect), ()

@@ -24,8 +24,7 @@ initialisation stream of both):
   at nominal 5%); ``k - 1`` degrees of freedom are valid but very conservative once test-set sampling is a large
   share (0-1%). The bound keeps the degrees of freedom near ``k - 1`` unless the test-set part clearly dominates;
   ``tests/search/ablation/test_calibration.py`` checks the resulting error rates. The two parts of ``se`` overlap
-  slightly
-  (the seed-specific share of test-set sampling is in both), which errs on the conservative side.
+  slightly (the seed-specific share of test-set sampling is in both), which errs on the conservative side.
 * **One seed.** Training noise cannot be estimated: ``SeedDelta.training_noise_estimated`` is False, ``se_seed`` is
   NaN, and the interval is the test-set-only t interval (``n - 1`` degrees of freedom). It says how precisely this
   one pair of trained models was measured, not whether the variant is better; verdicts treat it as undecided.

@@ -5,9 +5,8 @@ values applied, resolved and assembled, before any trial runs) and the data; tra
 unpatched) once; then a backend (:data:`crmlab.search.arch.backends.BACKENDS`: Optuna or KerasTuner) samples trials. A
 trial is :meth:`~crmlab.registry.space.Space.patch` -> :func:`~crmlab.registry.variants.apply_patch` ->
 :func:`~crmlab.runners.training._train.train_run` (:mod:`crmlab.search.arch._trial`), exactly like an ablation variant,
-so a trial
-whose configuration was trained before (by an earlier trial, canonical, or a killed process) is reused or resumed by
-its run key, not retrained.
+so a trial whose configuration was trained before (by an earlier trial, canonical, or a killed process) is reused or
+resumed by its run key, not retrained.
 
 This module holds the loaded search (:class:`Search`) and its loader, :func:`load_search`.
 """

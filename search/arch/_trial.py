@@ -3,8 +3,7 @@ scored.
 
 The objective of a complete trial is ``objective.metric`` (a validation metric) of the model the trial exports,
 on the recipe's last stage's validation split (:func:`crmlab.runners.training._evaluate.final_validation`: the restored
-best
-epoch, after any ``keep_previous`` mixing and strand averaging); while a trial runs, and for a run that predates
+best epoch, after any ``keep_previous`` mixing and strand averaging); while a trial runs, and for a run that predates
 that record, it is the best value over the last stage's epochs. Only the last stage's epochs are reported to pruners
 (step = epoch of that stage), so trials with and without pretraining are compared on the same scale.
 

@@ -15,7 +15,7 @@ __all__ = ["add_parsers", "cmd_ablate", "cmd_compare"]
 def cmd_ablate(args: argparse.Namespace) -> int:
     """Run an ablation study (variants x seeds), then print and write the comparison."""
     from crmlab.runners.rundir import checked_runs_dir
-    from crmlab.search.ablation import load_ablation, run_ablation, seeds_text, table_text
+    from crmlab.search.ablation import load_ablation, run_ablation, seeds_text, table_text, undecided_lines
 
     runs_dir = checked_runs_dir(args.runs_dir)
     model_registry.check_options(args)
@@ -31,13 +31,15 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     for (name, seed), reason in ablation.failed.items():
         print(f"{args.study}: {name} seed={seed} failed: {reason}", file=sys.stderr)
     model_registry.register_ablation(args, ablation, choice, results)
+    for line in undecided_lines(rows, ablation.doc.metric):
+        print(line)
     return 1 if ablation.failed else 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Compare the finished runs of an ablation study against canonical (trains nothing)."""
     from crmlab.runners.rundir import checked_runs_dir
-    from crmlab.search.ablation import collect, compare, load_ablation, table_text, write_all
+    from crmlab.search.ablation import collect, compare, load_ablation, table_text, undecided_lines, write_all
 
     runs_dir = checked_runs_dir(args.runs_dir)
     ablation = load_ablation(args.study, args.set, assemble=False)
@@ -47,6 +49,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     rows = compare(ablation, results)
     print(table_text(rows))
     print(f"report: {write_all(ablation, rows, results, runs_dir)[0]}")
+    for line in undecided_lines(rows, ablation.doc.metric):
+        print(line)
     return 0
 
 

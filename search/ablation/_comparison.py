@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from crmlab.search.ablation._planning import Plan, plan
 from crmlab.search.ablation._seeds import plan_seeds, study_decisions, study_p_values, variance_method
 from crmlab.search.ablation._stats import SeedDelta, mean_sd, seed_delta
 from crmlab.search.ablation._verdicts import Decision
@@ -37,6 +38,8 @@ class Row:
         p_holm: Holm-adjusted p-value per metric across the variants of the test set, weighted by look share for
             adaptive seeds: on the primary metric, the p the verdict was read from (``None`` for canonical).
         decision: the verdict on the study's primary metric (``None`` for canonical).
+        plan: for an undecided verdict, the smallest effect the study could detect and the seeds an effect the size
+            of the estimate needs (:mod:`crmlab.search.ablation._planning`); ``None`` otherwise.
     """
 
     variant: str
@@ -48,6 +51,7 @@ class Row:
     delta: dict[str, SeedDelta | None]
     p_holm: dict[str, float | None]
     decision: Decision | None
+    plan: Plan | None = None
 
 
 def compare(
@@ -56,7 +60,8 @@ def compare(
     seeds: dict[str, list[int]] | None = None,
     replicates: int = 2000,
 ) -> list[Row]:
-    """Rows for every variant x test set, with deltas paired by seed, Holm across variants and verdicts.
+    """Rows for every variant x test set, with deltas paired by seed, Holm across variants, verdicts and, for the
+    undecided, what would decide them.
 
     Pearson r and R^2 take their test-set variance from the delta method, Spearman rho from ``replicates`` paired
     bootstrap resamples of the test sequences (see :mod:`crmlab.search.ablation._stats`). Verdicts use the study's
@@ -103,5 +108,6 @@ def compare(
         decisions, _ = study_decisions(doc, {r.variant: r.delta[doc.metric] for r in tested})
         for r in tested:
             r.decision = decisions[r.variant]
+            r.plan = plan(r.delta[doc.metric], r.decision)
         rows.extend(group)
     return rows

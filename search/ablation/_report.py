@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from crmlab.search.ablation._comparison import CONTROL, LABELS, METRICS, REFERENCE, Row
+from crmlab.search.ablation._planning import POWER
 from crmlab.search.ablation._plots import bar_plots, scatter_plots
 from crmlab.search.ablation._seeds import AdaptiveSeeds
-from crmlab.search.ablation._stats import SEED_BOUND_LEVEL
-from crmlab.search.ablation._table import notes, verdict_cells
+from crmlab.search.ablation._table import notes, plan_cells, undecided_lines, verdict_cells
 
-__all__ = ["method_text", "seed_rule_text", "write_all", "write_report"]
+__all__ = ["method_text", "planning_text", "seed_rule_text", "write_all", "write_report"]
 
 
 def seed_rule_text(seeds: Any) -> str:
@@ -40,10 +40,13 @@ def method_text(ablation: Any) -> str:
         "Deltas are variant minus canonical, paired by seed (a seed fixes both runs' data split and initialisation"
         " stream), and the seed is the unit of replication. A delta's standard error combines the between-seed"
         " variance of the per-seed deltas with the test-set sampling variance (delta method for Pearson r and R2,"
-        " paired bootstrap of the test sequences for Spearman rho); intervals and p-values are Student-t with"
-        " Welch-Satterthwaite degrees of freedom (Bouthillier et al. 2021), in which the between-seed variance enters"
-        f" at its {SEED_BOUND_LEVEL:.0%} upper confidence bound, so that seeds agreeing by chance do not buy degrees"
-        " of freedom. p is Holm-adjusted across the variants of each test set"
+        " paired bootstrap of the test sequences for Spearman rho; Bouthillier et al. 2021). Intervals and p-values"
+        " come from the Behrens-Fisher distribution of that sum (Fisher 1935; Tsui & Weerahandi 1989): the"
+        " between-seed variance, estimated from seeds - 1 degrees of freedom, enters through its fiducial"
+        " distribution and the test-set variance as known, so it is Student's t with seeds - 1 degrees of freedom"
+        " when training noise dominates and normal when test-set sampling does, and seeds that agree by chance do not"
+        " buy precision; its error rates hold at the small levels Holm and adaptive looks test at"
+        " (bench/results/calibration.md). p is Holm-adjusted across the variants of each test set"
         + (
             " (weighted Holm for adaptive seeds: each variant's p is divided by its look's share of alpha before the"
             " step-down)"
@@ -67,8 +70,20 @@ def method_text(ablation: Any) -> str:
     )
 
 
+def planning_text() -> str:
+    """What the two planning columns of an undecided verdict mean, as ``report.md`` states it."""
+    return (
+        f"Undecided verdicts: *detectable ({POWER:.0%})* is the smallest delta this study detects (helps / hurts) with"
+        f" {POWER:.0%} power at the verdict's level, its seeds and its observed seed-to-seed spread; a true effect"
+        " smaller than that is likely to stay undecided. *Seeds to decide* is how many seeds (the ones trained"
+        f" included, reused by run key) detect an effect the size of the current estimate with {POWER:.0%} power at"
+        " the same level and spread; '> 100' means the estimate is too close to 0 to chase, and equivalence within"
+        " min_effect is the question to ask instead (crmlab.search.ablation._planning)."
+    )
+
+
 def _write_comparison_csv(rows: list[Row], path: Path) -> None:
-    parts = ("value", "se_seed", "se_test", "df", "ci95_low", "ci95_high", "p", "p_holm")
+    parts = ("value", "se_seed", "se_test", "ci95_low", "ci95_high", "p", "p_holm")
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         summary = [f"{m}_{k}" for m in METRICS for k in ("mean", "sd")]
@@ -85,20 +100,21 @@ def _write_comparison_csv(rows: list[Row], path: Path) -> None:
                 if d is None:
                     cells += [""] * len(parts)
                 else:
-                    cells += [d.delta, d.se_seed, d.se_test, d.df, *d.interval(0.95), d.p_value, r.p_holm[m]]
+                    cells += [d.delta, d.se_seed, d.se_test, *d.interval(0.95), d.p_value, r.p_holm[m]]
             w.writerow(cells)
 
 
 def _write_verdicts_csv(rows: list[Row], path: Path, metric: str) -> None:
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["variant", "test_set", "seeds", "metric", "delta", "level", "ci_low", "ci_high", "verdict"])
+        head = ["variant", "test_set", "seeds", "metric", "delta", "level", "ci_low", "ci_high", "verdict"]
+        w.writerow([*head, "detectable_80", "seeds_to_decide"])
         for r in rows:
             d, dec = r.delta[metric], r.decision
             if d is not None and dec is not None:
-                w.writerow(
-                    [r.variant, r.test_set, len(r.seeds), metric, d.delta, dec.alpha, *dec.interval, dec.verdict]
-                )
+                planned = [r.plan.detectable, r.plan.seeds or ""] if r.plan is not None else ["", ""]
+                cells = [r.variant, r.test_set, len(r.seeds), metric, d.delta, dec.alpha, *dec.interval, dec.verdict]
+                w.writerow([*cells, *planned])
 
 
 def _write_per_seed_csv(rows: list[Row], path: Path, metric: str) -> None:
@@ -131,16 +147,18 @@ def write_report(ablation: Any, rows: list[Row], out: Path) -> list[Path]:
     lines += [*(f"**Note:** {n}" for n in notes(rows)), ""]
     lines += [
         f"| variant | parameters | test set | seeds | Pearson r | Spearman rho | R2 | delta {label} | CI (Holm level)"
-        " | p (Holm) | verdict |",
-        "|---|---:|---|---:|---|---|---|---:|---|---:|---|",
+        " | p (Holm) | verdict | detectable (80%) | seeds to decide |",
+        "|---|---:|---|---:|---|---|---|---:|---|---:|---|---:|---:|",
     ]
     params = {v.name: v.parameters for v in ablation.variants}
     for r in rows:
         stats = " | ".join(f"{r.mean[m]:.4f} ± {r.sd[m]:.4f}" for m in METRICS)
-        tail = " | ".join(verdict_cells(r, metric))
+        tail = " | ".join([*verdict_cells(r, metric), *plan_cells(r)])
         lines.append(
             f"| {r.variant} | {params.get(r.variant, 0):,} | {r.test_set} | {len(r.seeds)} | {stats} | {tail} |"
         )
+    lines += ["", planning_text(), ""]
+    lines += [f"- {line}" for line in undecided_lines(rows, metric)]
     lines += ["", "Per-seed values: `per_seed.csv`; every metric's delta and interval: `comparison.csv`.", ""]
     lines += [*(f"![{p.stem}]({p.name})" for p in plots), ""]
     report = out / "report.md"

@@ -16,17 +16,17 @@ initialisation stream of both):
   kept) or, for Pearson r and R^2, its analytic equivalent, the nonparametric delta method (infinitesimal
   jackknife, Efron 1982): ``se_test^2 = sum_i IF_i^2 / n^2`` with ``IF_i`` the empirical influence of test sequence
   ``i`` on the seed-averaged delta.
-* **Combination.** ``se = sqrt(se_seed^2 + se_test^2)``; intervals and two-sided p-values come from Student's t
-  with Welch-Satterthwaite degrees of freedom (Satterthwaite 1946; the test-set part counted with ``n - 1``), in
-  which the seed variance enters at its one-sided 90% upper confidence bound ``s_d^2 (k - 1) / chi2_{0.10, k - 1}``
-  (:data:`SEED_BOUND_LEVEL`). Plain Welch-Satterthwaite is anti-conservative with 2-3 seeds: a seed variance that
-  is small by chance both shrinks ``se`` and inflates the degrees of freedom (simulated false-positive rates 7-13%
-  at nominal 5%); ``k - 1`` degrees of freedom are valid but very conservative once test-set sampling is a large
-  share (0-1%). The bound keeps the degrees of freedom near ``k - 1`` unless the test-set part clearly dominates;
-  ``tests/search/ablation/test_calibration.py`` checks the resulting error rates. The two parts of ``se`` overlap
+* **Combination.** ``se = sqrt(se_seed^2 + se_test^2)``; intervals and two-sided p-values come from the
+  Behrens-Fisher distribution of the delta's error (:mod:`crmlab.search.ablation._fiducial`), in which the seed
+  variance, estimated from ``k - 1`` degrees of freedom, enters through its fiducial distribution and the test-set
+  variance, estimated from thousands of sequences, as known. It is Student's ``t_{k-1}`` when training noise
+  dominates and the normal when test-set sampling does, and stays valid at the small levels Holm and adaptive looks
+  test at, where a Welch-Satterthwaite t is anti-conservative with 2-3 seeds (a seed variance small by chance shrinks
+  ``se`` and inflates its degrees of freedom); ``bench/calibration.py`` and
+  ``tests/search/ablation/test_calibration.py`` check the resulting error rates. The two parts of ``se`` overlap
   slightly (the seed-specific share of test-set sampling is in both), which errs on the conservative side.
 * **One seed.** Training noise cannot be estimated: ``SeedDelta.training_noise_estimated`` is False, ``se_seed`` is
-  NaN, and the interval is the test-set-only t interval (``n - 1`` degrees of freedom). It says how precisely this
+  NaN, and the interval is the test-set-only normal interval. It says how precisely this
   one pair of trained models was measured, not whether the variant is better; verdicts treat it as undecided.
 
 Multiplicity across the variants of one test set uses Holm's step-down procedure (Holm 1979): :func:`holm` gives
@@ -41,23 +41,23 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import special, stats
+from scipy import stats
+
+from crmlab.search.ablation._fiducial import critical_value, tail_probability
 
 __all__ = [
     "METRICS",
-    "SEED_BOUND_LEVEL",
     "SeedDelta",
     "format_p",
     "holm",
     "holm_levels",
     "mean_sd",
     "seed_delta",
+    "seed_delta_from",
 ]
 
 Metric = Callable[[np.ndarray, np.ndarray], np.ndarray]
 TestVariance = Literal["bootstrap", "influence"]
-SEED_BOUND_LEVEL = 0.9
-"""Confidence of the upper bound on the seed variance that enters the degrees of freedom."""
 
 
 def _pearson_rows(y: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -112,8 +112,7 @@ class SeedDelta:
         se_seed: training-noise standard error ``s_d / sqrt(k)``; NaN with one seed.
         se_test: test-set sampling standard error of ``delta``.
         se: combined standard error ``sqrt(se_seed^2 + se_test^2)`` (``se_test`` alone with one seed).
-        df: degrees of freedom of ``se`` (Welch-Satterthwaite with the bounded seed variance; infinite if ``se`` is 0).
-        p_value: two-sided t-test p-value of ``delta = 0``.
+        p_value: two-sided p-value of ``delta = 0`` (Behrens-Fisher, :mod:`crmlab.search.ablation._fiducial`).
         n_seeds: number of paired seeds ``k``.
     """
 
@@ -122,7 +121,6 @@ class SeedDelta:
     se_seed: float
     se_test: float
     se: float
-    df: float
     p_value: float
     n_seeds: int
 
@@ -132,11 +130,22 @@ class SeedDelta:
         return self.n_seeds > 1
 
     def interval(self, level: float = 0.95) -> tuple[float, float]:
-        """Two-sided t interval ``(low, high)`` of ``delta`` at confidence ``level`` (0 < level < 1)."""
-        if not 0 < level < 1:
-            raise ValueError(f"level must be in (0, 1), got {level}")
-        half = float(special.stdtrit(self.df, 0.5 + level / 2)) * self.se if self.se > 0 else 0.0
-        return self.delta - half, self.delta + half
+        """Two-sided interval ``(low, high)`` of ``delta`` at confidence ``level`` (0 < level < 1): the deltas that a
+        test at level ``1 - level`` would not reject."""
+        return self.intervals([level])[0]
+
+    def intervals(self, levels: Sequence[float]) -> list[tuple[float, float]]:
+        """:meth:`interval` at each of ``levels`` (computed together)."""
+        if not all(0 < level < 1 for level in levels):
+            raise ValueError(f"level must be in (0, 1), got {list(levels)}")
+        if not self.se > 0:
+            return [(self.delta, self.delta)] * len(levels)
+        half = critical_value(1 - np.asarray(levels, dtype=np.float64), self._var_seed, self.se_test**2, self.n_seeds)
+        return [(self.delta - float(h), self.delta + float(h)) for h in half]
+
+    @property
+    def _var_seed(self) -> float:
+        return self.se_seed**2 if self.training_noise_estimated else 0.0
 
 
 def _stack(predictions: Sequence[np.ndarray], n: int) -> np.ndarray:
@@ -195,31 +204,42 @@ def seed_delta(
     fn = METRICS[metric]
     y = np.asarray(measured, dtype=np.float64)
     c, v = _stack(canonical, len(y)), _stack(variant, len(y))
-    k, n = len(c), len(y)
+    n = len(y)
     per_seed = fn(y[None], v) - fn(y[None], c)
-    delta = float(per_seed.mean())
     if test_variance == "influence":
         influence = (_INFLUENCE[metric](y, v) - _INFLUENCE[metric](y, c)).mean(axis=0)
         var_test = float((influence * influence).sum() / n**2)
     else:
         var_test = _bootstrap_variance(fn, y, c, v, replicates, seed, chunk)
-    var_seed = float(per_seed.var(ddof=1)) / k if k > 1 else float("nan")
+    return seed_delta_from(per_seed.tolist(), float(np.sqrt(var_test)))
+
+
+def seed_delta_from(per_seed: Sequence[float], se_test: float) -> SeedDelta:
+    """The :class:`SeedDelta` of given per-seed deltas and test-set standard error (what :func:`seed_delta` computes
+    from predictions; for simulations and planning).
+
+    Args:
+        per_seed: the per-seed deltas, ``(k,)``.
+        se_test: the test-set sampling standard error of their mean.
+    """
+    d = np.asarray(per_seed, dtype=np.float64)
+    k = len(d)
+    delta = float(d.mean())
+    var_seed = float(d.var(ddof=1)) / k if k > 1 else float("nan")
+    var_test = float(se_test) ** 2
     var = var_test + (var_seed if k > 1 else 0.0)
     if var > 0:
-        seed_bound = var_seed * (k - 1) / special.chdtri(k - 1, SEED_BOUND_LEVEL) if k > 1 else 0.0
-        df = (seed_bound + var_test) ** 2 / (var_test**2 / (n - 1) + (seed_bound**2 / (k - 1) if k > 1 else 0.0))
-        p = float(2 * special.stdtr(df, -abs(delta) / np.sqrt(var)))
+        p = float(tail_probability(abs(delta), var_seed if k > 1 else 0.0, var_test, k))
     elif var == 0:
-        df, p = float("inf"), 1.0 if delta == 0 else 0.0
+        p = 1.0 if delta == 0 else 0.0
     else:
-        df, p = float("nan"), float("nan")
+        p = float("nan")
     return SeedDelta(
         delta=delta,
-        per_seed=tuple(float(d) for d in per_seed),
+        per_seed=tuple(float(x) for x in d),
         se_seed=float(np.sqrt(var_seed)),
         se_test=float(np.sqrt(var_test)),
         se=float(np.sqrt(var)),
-        df=float(df),
         p_value=p,
         n_seeds=k,
     )

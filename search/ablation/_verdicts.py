@@ -90,8 +90,7 @@ def verdict(estimate: SeedDelta, alpha: float, min_effect: float) -> Decision:
         raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
     if min_effect < 0:
         raise ValueError(f"min_effect must be >= 0, got {min_effect}")
-    low, high = estimate.interval(1 - alpha)
-    eq_low, eq_high = estimate.interval(1 - 2 * alpha)
+    (low, high), (eq_low, eq_high) = estimate.intervals([1 - alpha, 1 - 2 * alpha])
     if not estimate.training_noise_estimated or not np.isfinite(estimate.delta):
         word = "undecided"
     elif -min_effect < eq_low and eq_high < min_effect:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from crmlab.search.ablation import REFERENCE, compare, table_text, write_all
+from crmlab.search.ablation import REFERENCE, compare, table_text, undecided_lines, write_all
 from crmlab.search.ablation._comparison import CONTROL
 from crmlab.search.ablation._report import method_text
 from crmlab.search.ablation._stats import METRICS as METRIC_FNS
@@ -67,7 +67,7 @@ def test_clear_effects_get_verdicts_and_the_table_shows_them(tmp_path: Path) -> 
 
     files = write_all(study, rows, results, tmp_path)
     report = files[0].read_text()
-    assert "| worse |" in report and "hurts" in report and "Welch-Satterthwaite" in report
+    assert "| worse |" in report and "hurts" in report and "Behrens-Fisher" in report
     assert "bootstraps the test sequences" not in report
     per_seed = read_csv(files[0].parent / "per_seed.csv")
     assert len(per_seed) == 3 * 5 and {r["seed"] for r in per_seed} == {"0", "1", "2", "3", "4"}
@@ -77,6 +77,30 @@ def test_clear_effects_get_verdicts_and_the_table_shows_them(tmp_path: Path) -> 
     assert {r["variant"]: r["verdict"] for r in verdicts}["worse"] == "hurts"
     for image in report.split("![")[1:]:
         assert (files[0].parent / image.split("(")[1].split(")")[0]).exists()
+
+
+def test_undecided_verdicts_say_what_would_decide_them(tmp_path: Path) -> None:
+    study, results = fake_study([0, 1, 2], {"slightly": 0.04, "worse": 1.5}, seed_sd=0.05)
+    rows = compare(study, results, replicates=200)
+    by = {r.variant: r for r in rows}
+    slightly = by["slightly"]
+    assert slightly.decision.verdict == "undecided" and slightly.plan is not None
+    assert slightly.plan.level == slightly.decision.alpha and slightly.plan.detectable > 0
+    assert slightly.plan.seeds is None or slightly.plan.seeds > 3
+    assert by["worse"].decision.verdict == "hurts" and by["worse"].plan is None
+    text = table_text(rows)
+    assert "detectable (80%)" in text.splitlines()[0] and "seeds to decide" in text.splitlines()[0]
+    line = next(x for x in text.splitlines() if x.startswith("slightly"))
+    assert f"±{slightly.plan.detectable:.4f}" in line
+    (sentence,) = undecided_lines(rows, "pearson_r")
+    delta = slightly.delta["pearson_r"].delta
+    assert sentence.startswith(f"slightly (native): {delta:+.4f}, undecided at 3 seeds; ")
+    files = write_all(study, rows, results, tmp_path)
+    report = files[0].read_text()
+    assert "| detectable (80%) | seeds to decide |" in report and f"- {sentence}" in report
+    planned = {r["variant"]: r for r in read_csv(files[0].parent / "verdicts.csv")}
+    assert float(planned["slightly"]["detectable_80"]) == pytest.approx(slightly.plan.detectable)
+    assert planned["worse"]["detectable_80"] == ""
 
 
 def test_one_seed_says_training_noise_is_not_estimated() -> None:

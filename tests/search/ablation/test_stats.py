@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from crmlab.search.ablation._stats import SeedDelta, format_p, holm, holm_levels, mean_sd, seed_delta
+from crmlab.search.ablation._fiducial import critical_value, tail_probability
+from crmlab.search.ablation._stats import SeedDelta, format_p, holm, holm_levels, mean_sd, seed_delta, seed_delta_from
 from crmlab.search.ablation._verdicts import decide, decide_look, look_alpha, look_shares, verdict, weighted_holm
 
 
-def _estimate(delta: float, se: float, df: float = 10.0, n_seeds: int = 5) -> SeedDelta:
-    """A SeedDelta with the given mean, standard error and degrees of freedom."""
-    p = float(2 * sps.t.sf(abs(delta) / se, df))
-    return SeedDelta(delta, (delta,) * n_seeds, se / 2, se * math.sqrt(3) / 2, se, df, p, n_seeds)
+def _estimate(delta: float, se: float, n_seeds: int = 5) -> SeedDelta:
+    """A SeedDelta with the given mean and standard error, a quarter of its variance from training noise."""
+    offsets = np.linspace(-1.0, 1.0, n_seeds)
+    per_seed = delta + offsets / offsets.std(ddof=1) * (se / 2) * math.sqrt(n_seeds)
+    return seed_delta_from(per_seed.tolist(), se * math.sqrt(3) / 2)
 
 
 def _models(rng: np.random.Generator, n: int, noise: list[float]) -> list[np.ndarray]:
@@ -41,7 +43,7 @@ def test_holm_levels_reject_exactly_what_holm_rejects() -> None:
 
 
 def test_interval_at_the_holm_level_excludes_zero_exactly_when_holm_rejects() -> None:
-    estimates = [_estimate(d, 0.01) for d in (0.035, 0.031, 0.026, 0.002)]
+    estimates = [_estimate(d, 0.01) for d in (0.035, 0.031, 0.023, 0.002)]
     levels = holm_levels([e.p_value for e in estimates], 0.05)
     rejected = [q <= 0.05 for q in holm([e.p_value for e in estimates])]
     assert rejected == [True, True, False, False]
@@ -79,11 +81,13 @@ def test_the_estimate_is_the_mean_of_the_per_seed_deltas_with_a_t_interval() -> 
     assert d.n_seeds == 3 and d.training_noise_estimated
     assert d.se_seed == pytest.approx(np.std(per_seed, ddof=1) / math.sqrt(3))
     assert d.se == pytest.approx(math.hypot(d.se_seed, d.se_test))
-    assert d.df >= 2
-    assert d.p_value == pytest.approx(2 * sps.t.sf(abs(d.delta) / d.se, d.df))
+    assert d.p_value == pytest.approx(float(tail_probability(abs(d.delta), d.se_seed**2, d.se_test**2, 3)))
+    # between the normal (test-set sampling only) and Student's t with k - 1 = 2 degrees of freedom on se
+    assert 2 * sps.norm.sf(abs(d.delta) / d.se) < d.p_value < 2 * sps.t.sf(abs(d.delta) / d.se, 2)
     low, high = d.interval(0.9)
     assert high - d.delta == pytest.approx(d.delta - low)
-    assert high - d.delta == pytest.approx(sps.t.ppf(0.95, d.df) * d.se)
+    assert high - d.delta == pytest.approx(float(critical_value(0.1, d.se_seed**2, d.se_test**2, 3)))
+    assert sps.norm.ppf(0.95) * d.se < high - d.delta < sps.t.ppf(0.95, 2) * d.se
     assert d.interval(0.95)[1] < 0 and d.p_value < 0.05
     with pytest.raises(ValueError, match="level"):
         d.interval(1.0)
@@ -126,8 +130,8 @@ def test_a_single_seed_says_training_noise_is_not_estimated() -> None:
     y, c, v = _models(rng, 1000, [1.0, 0.5])
     d = seed_delta(y, [c], [v], test_variance="influence")
     assert not d.training_noise_estimated and d.n_seeds == 1
-    assert math.isnan(d.se_seed) and d.se == d.se_test and d.df == 999
-    assert d.p_value < 0.001
+    assert math.isnan(d.se_seed) and d.se == d.se_test
+    assert d.p_value == pytest.approx(2 * sps.norm.sf(abs(d.delta) / d.se)) and d.p_value < 0.001
     assert verdict(d, 0.05, 0.01).verdict == "undecided"
 
 
@@ -160,12 +164,12 @@ def test_verdicts(delta: float, se: float, word: str) -> None:
 
 
 def test_decide_uses_holm_levels_and_ignores_single_seed_variants() -> None:
-    estimates = {"a": _estimate(0.035, 0.01), "b": _estimate(0.026, 0.01), "c": _estimate(-0.004, 0.002)}
+    estimates = {"a": _estimate(0.035, 0.01), "b": _estimate(0.023, 0.01), "c": _estimate(-0.004, 0.002)}
     decisions = decide(estimates, 0.05, min_effect=0.01)
     levels = holm_levels([e.p_value for e in estimates.values()], 0.05)
     assert [d.alpha for d in decisions.values()] == pytest.approx(levels)
     assert [d.verdict for d in decisions.values()] == ["helps", "undecided", "equivalent"]
-    single = SeedDelta(0.5, (0.5,), float("nan"), 0.001, 0.001, 999.0, 0.0, 1)
+    single = seed_delta_from([0.5], 0.001)
     with_single = decide({**estimates, "single": single}, 0.05, min_effect=0.01)
     assert with_single["single"].verdict == "undecided"
     assert with_single["a"].alpha == pytest.approx(0.05 / 4)  # it counts in the family, ranked last
@@ -182,7 +186,7 @@ def test_look_alpha_spends_alpha_over_the_looks() -> None:
 
 def test_decide_look_tests_each_variant_at_its_look_and_asks_for_seeds() -> None:
     estimates = {
-        "big": _estimate(0.2, 0.01, n_seeds=3),
+        "big": _estimate(0.4, 0.01, n_seeds=3),
         "none": _estimate(0.0, 0.02, n_seeds=3),
         "small": _estimate(0.03, 0.01, n_seeds=4),
         "done": _estimate(0.0, 0.03, n_seeds=8),

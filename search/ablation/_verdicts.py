@@ -16,7 +16,7 @@ single-seed variant enters Holm with p = 1 (it counts in the family but cannot b
 t quantiles are large (``t_{0.95, 2} = 2.92``) and the between-seed spread of a delta is often 0.005-0.05 in Pearson r,
 so ``equivalent`` at a small ``min_effect`` (0.005-0.01) is rarely reachable: most null results are ``undecided``, which
 is the honest answer (in the simulated studies of ``tests/search/ablation/test_calibration.py``, ``min_effect = 0.01``
-and 5 seeds, a variant identical in distribution to canonical is ``equivalent`` in about 6% of studies at a seed sd of r
+and 5 seeds, a variant identical in distribution to canonical is ``equivalent`` in about 5% of studies at a seed sd of r
 of 0.005 and almost never at 0.02 or more).
 
 Adaptive seeds add one seed per round to undecided variants, from ``initial`` to ``max_seeds``. Looking after every

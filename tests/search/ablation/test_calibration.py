@@ -11,21 +11,25 @@ Per seed sd of r (0.005, 0.02, 0.05), 800 A/A studies each (the rate of a 5% eve
 2, 3 and 5 seeds and with adaptive seeds (initial 3, max 8, O'Brien-Fleming-type spending; the interval is the
 variant's last-look interval); and, with 5 seeds, the detection rate of a planted effect of 3 x the seed sd and the
 coverage of that effect. Verdicts use ``min_effect = 0.01``. Measured (the fixture fitted from the quickstart's
-per-seed predictions, generator seed 0; about 21 s of CPU time in all):
+per-seed predictions, generator seed 0; Behrens-Fisher intervals; about 37 s of CPU time in all):
 
     seed sd  seeds     FPR   coverage  equivalent | planted effect  detected  coverage
-    0.005    2         0.1%  99.9%     1.0%       |
-    0.005    3         1.1%  98.9%     0.9%       |
-    0.005    5         1.9%  98.1%     5.8%       | -0.015          57.6%     97.2%
+    0.005    2         0.5%  99.5%     0.5%       |
+    0.005    3         1.2%  98.8%     0.8%       |
+    0.005    5         1.9%  98.1%     5.2%       | -0.015          57.9%     97.2%
     0.005    adaptive  0.6%  99.4%     0.0%       |
-    0.02     2         1.9%  98.1%     0.0%       |
-    0.02     3         3.6%  96.4%     0.0%       |
-    0.02     5         3.6%  96.4%     0.0%       | -0.060          91.6%     95.2%
-    0.02     adaptive  2.5%  97.5%     0.0%       |
-    0.05     2         3.5%  96.5%     0.0%       |
-    0.05     3         4.9%  95.1%     0.1%       |
-    0.05     5         4.2%  95.8%     0.0%       | -0.150          93.2%     94.8%
-    0.05     adaptive  2.9%  97.1%     0.0%       |
+    0.02     2         3.4%  96.6%     0.0%       |
+    0.02     3         3.9%  96.1%     0.0%       |
+    0.02     5         3.8%  96.2%     0.0%       | -0.060          91.8%     95.2%
+    0.02     adaptive  2.2%  97.8%     0.0%       |
+    0.05     2         5.1%  94.9%     0.0%       |
+    0.05     3         5.6%  94.4%     0.1%       |
+    0.05     5         4.4%  95.6%     0.0%       | -0.150          93.4%     94.6%
+    0.05     adaptive  2.8%  97.2%     0.0%       |
+
+Where training noise dominates (seed sd 0.05) the test is close to exact, so single-variant rates near 5% are
+expected (the sd of a rate over 800 studies is 0.8%). The worst cells of the wider grid of ``bench/calibration.py``
+(families of 3 and 9 variants, its own generative structure) run here too, with fewer studies.
 
 Run with ``pytest -s`` to print them.
 """
@@ -33,11 +37,14 @@ Run with ``pytest -s`` to print them.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import binomtest
 
 from crmlab.search.ablation._stats import seed_delta
 from crmlab.search.ablation._verdicts import VERDICTS, decide, decide_look
@@ -138,3 +145,35 @@ def test_false_positives_coverage_and_power(seed_sd: float) -> None:
         assert cover[k] / STUDIES >= 0.93, k
     assert detected / STUDIES > 0.5
     assert planted_cover / STUDIES >= 0.93
+
+
+def _calibration_bench() -> ModuleType:
+    """The bench script `bench/calibration.py`, imported as a module."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import calibration
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return calibration
+
+
+@pytest.mark.parametrize("cell", range(2))
+def test_the_worst_cells_of_the_calibration_grid_are_not_above_the_level(cell: int) -> None:
+    """The conditions and designs with the highest family-wise rates in ``bench/results/calibration.md`` (families
+    of 9 and 3 null variants, seed sd of r 0.10, 2-5 seeds and adaptive 2-6), on fresh studies of the bench's own
+    generative structure, scored through the product's path (``seed_delta``, ``study_decisions``, ``plan_seeds``).
+
+    Where training noise dominates, the test is exact and Holm over 9 such variants has a family-wise rate near 5%,
+    so 400 studies (sd of a rate about 1.1%) cannot hold every cell to 6%: the check is that no rate is
+    significantly above alpha (one-sided binomial test at 5%; a method at 10%, like the Welch-Satterthwaite t at
+    these levels, fails it). The grid holds every cell to 6% with 1,000 studies."""
+    bench = _calibration_bench()
+    condition, designs = bench.WORST[cell]
+    fixed = [d for d in designs if not d.startswith("adaptive")]
+    rows = bench.run_condition(bench.Condition(*condition), 400, 100 + cell, fixed)
+    adaptive = [d for d in designs if d.startswith("adaptive")]
+    rows += bench.run_condition(bench.Condition(*condition), 200, 200 + cell, adaptive) if adaptive else []
+    for row in rows:
+        print(f"{condition} {row['design']}: family-wise {row['family_rate']:.1%} ({row['studies']} studies)")
+        errors = round(row["family_rate"] * row["studies"])
+        assert binomtest(errors, row["studies"], ALPHA, alternative="greater").pvalue > 0.05, row

@@ -51,13 +51,22 @@ def run_key(graph: GraphSpec, recipe: Recipe, data_hashes: dict[str, str]) -> st
     return digest(graph.to_dict(), recipe_fields(recipe), data_hashes)
 
 
+_KEYED_WHEN_UNSET = {"deterministic": False}
+"""Recipe fields whose value enters keys only where a recipe sets them; a recipe that leaves one out hashes the value
+given here, the one every key made before held, so a change of the field's default changes no existing key."""
+
+
 def recipe_fields(recipe: Recipe, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The recipe as hashed into keys: every field but ``exclude`` and the operational ones
-    (:data:`~crmlab.runners.studyfile._recipe.OPERATIONAL`), and ``init_seed`` only when it is set (a recipe without it
-    hashes
-    as it did before the field existed)."""
+    (:data:`~crmlab.runners.studyfile._recipe.OPERATIONAL`); ``init_seed`` only when it is set (a recipe without it
+    hashes as it did before the field existed), and the fields of :data:`_KEYED_WHEN_UNSET` at their set value or,
+    left out, at the value given there."""
     unset = {"init_seed"} if recipe.init_seed is None else set()
-    return recipe.model_dump(mode="json", exclude=set(exclude) | unset | OPERATIONAL)
+    fields = recipe.model_dump(mode="json", exclude=set(exclude) | unset | OPERATIONAL)
+    for name, value in _KEYED_WHEN_UNSET.items():
+        if name in fields and name not in recipe.model_fields_set:
+            fields[name] = value
+    return fields
 
 
 def stage_keys(graph: GraphSpec, recipe: Recipe, datasets: dict[str, Dataset], replicas: int) -> list[str]:

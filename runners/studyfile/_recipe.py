@@ -141,6 +141,11 @@ class Recipe(Strict):
     and the dropout streams, so two runs that differ only in ``init_seed`` see the same data in the same order (an
     ablation's A/A control). Left unset it is not part of the run key, which keeps the keys of existing runs.
 
+    ``deterministic`` turns TensorFlow's op determinism on while the run trains (GPU kernels become
+    bit-reproducible, and slower; a CPU run is bit-reproducible without it). It enters run keys only where a recipe
+    sets it: a recipe that leaves it out hashes ``false``, as every key made before did, so a change of its default
+    changes no existing key.
+
     ``steps_per_execution`` runs that many training steps per call into the compiled step function (Keras'
     ``compile(steps_per_execution=...)``), which saves the per-step dispatch on an accelerator. It changes how steps
     are launched, not what they compute, so it is an operational setting and never part of a run key

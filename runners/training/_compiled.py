@@ -10,6 +10,14 @@ on a fresh model. The stage's learning-rate schedule lives in an optimiser varia
 
 The cache keeps the :data:`CACHE_SIZE` models used last (an LRU), keyed by the resolved graph and the recipe fields
 that compiling reads (:data:`COMPILE_FIELDS`) on the active backend.
+
+Names: Keras names layers it is not given a name for by a per-process counter (``conv1d``, ``conv1d_1``, ...), and
+TensorFlow names the ops of a traced step after the layers. Grappler's arithmetic optimiser regroups sums and
+products (the gradients' among them) in an order that depends on op names, so the same graph assembled after
+another one in the same process (``conv1d_20``, ...) trained to other weights than in a fresh process: ~1e-8 apart
+after one step, and the quickstart's ``no_se`` seed 1 reached a Pearson r of 0.5701 in one ``--jobs 2`` worker and
+0.6271 in another. :func:`training_model` restarts the counters before it assembles, so a model's names, and with
+them its traced steps, are those of a fresh process whatever the process built before.
 """
 
 from __future__ import annotations
@@ -42,8 +50,10 @@ COMPILE_FIELDS = (
     "strategy",
     "jit_compile",
     "steps_per_execution",
+    "deterministic",
 )
-"""Recipe fields that compiling reads (with the graph and backend, the cache key)."""
+"""Recipe fields that compiling reads (with the graph and backend, the cache key), and ``deterministic``: TensorFlow's
+op determinism is in force while a run's steps are traced, so a model traced under it serves only such runs."""
 
 _CACHE: OrderedDict[str, TrainingModel] = OrderedDict()
 
@@ -107,6 +117,7 @@ def training_model(graph: GraphSpec, recipe: Recipe) -> TrainingModel:
     assembled and compiled (its first stage's :meth:`TrainingModel.start_stage` builds the optimiser).
     """
     key = _key(graph, recipe)
+    _restart_names()
     found = _CACHE.pop(key, None)
     if found is None:
         dist = make_distribution(recipe.strategy)
@@ -122,6 +133,17 @@ def training_model(graph: GraphSpec, recipe: Recipe) -> TrainingModel:
     while len(_CACHE) > CACHE_SIZE:
         _CACHE.popitem(last=False)
     return found
+
+
+def _restart_names() -> None:
+    """Restart Keras' automatic names (``conv1d``, ``conv1d_1``, ...), as in a new process.
+
+    Names need only be unique within a model, and every model the runner builds from here on is its own: a kept
+    model (assembled after an earlier restart, so named alike) is reused, never combined with a new one.
+    """
+    from keras.src.utils import naming  # keras.backend.clear_session() would reset all of Keras' state
+
+    naming.reset_uids()
 
 
 def clear_training_models() -> None:

@@ -13,15 +13,19 @@ target scale), evaluated on the test sets and on the last stage's validation spl
 the runs folder's manifest (:mod:`crmlab.runners.rundir._manifest`).
 
 Determinism: Python, NumPy and backend seeds are set from ``recipe.stream_seed`` (``init_seed``, or ``seed``), data
-splits and batch order depend on ``recipe.seed`` alone. Weight initialisation is reproducible; kernels of the backend
-on CPU/GPU (and dropout after a resume) are not bit-reproducible unless ``recipe.deterministic`` (TensorFlow op
-determinism; slower).
+splits and batch order depend on ``recipe.seed`` alone, dropout streams on the stream seed, stage and epoch, and the
+model's names are those of a fresh process (:mod:`crmlab.runners.training._compiled`). So on one CPU and backend a
+run's result is a function of its key, bit for bit: trained in a fresh process, in a worker after other runs, or on
+a kept compiled model. GPU kernels are not bit-reproducible unless ``recipe.deterministic`` (TensorFlow op
+determinism; slower), which is on for that run only: the process-wide switch is put back when the run ends.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -173,13 +177,35 @@ def _locked_run(ctx: RunContext) -> RunResult:
         state["pruned"] = False
         state.commit()
 
+    with _op_determinism(ctx.recipe.deterministic):
+        return _train_unfinished(ctx, state)
+
+
+@contextmanager
+def _op_determinism(on: bool) -> Iterator[None]:
+    """TensorFlow op determinism while a ``recipe.deterministic`` run trains (nothing on other backends or runs).
+
+    The switch is process-wide, so it is turned off again after the run unless it was on before: the runs a worker
+    trains next train as they would in a fresh process."""
+    if not on or keras.config.backend() != "tensorflow":
+        yield
+        return
+    from tensorflow.python.framework import config  # the switch's state and its "off" have no public name
+
+    before = config.is_op_determinism_enabled()
+    config.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not before:
+            config.disable_op_determinism()
+
+
+def _train_unfinished(ctx: RunContext, state: CheckpointState) -> RunResult:
+    """Seed, build (or reuse) the model, train the stages left, write the outputs and finish the run's state."""
     recipe, tracker = ctx.recipe, ctx.tracker
     keras.utils.set_random_seed(recipe.stream_seed)
     keras.config.set_dtype_policy(recipe.precision)
-    if recipe.deterministic and keras.config.backend() == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
     compiled = training_model(ctx.graph, recipe)
     model, dist = compiled.model, compiled.dist
     counts = parameter_counts(model)

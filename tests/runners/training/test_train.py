@@ -62,10 +62,13 @@ def test_a_shared_pretraining_stage_is_trained_once(tmp_path: Path) -> None:
 def test_keep_previous_mixes_the_stage_start_back_in_across_a_restart_and_the_export_averages_strands(
     tmp_path: Path,
 ) -> None:
+    from tensorflow.python.framework import config
+
     from crmlab.blocks.assemble import assemble
     from crmlab.runners.training._batches import reverse_complement
 
     plain = _run(tmp_path, ["recipe.deterministic=true"])
+    assert not config.is_op_determinism_enabled(), "switched off after the run: later runs train as in a new process"
     overrides = [
         "recipe.deterministic=true",
         "recipe.stages.1.keep_previous=0.25",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -210,26 +213,107 @@ def test_a_study_is_readable_on_an_mlflow_server(
     np.testing.assert_allclose(model.predict(pd.DataFrame({"sequence": sequences})), logged["predicted"], rtol=1e-5)
 
 
-@pytest.mark.xdist_group("tiny_ablation")
-def test_jobs_train_runs_in_parallel_processes_with_the_same_results(
-    tiny_ablation: TrainedAblation, tmp_path: Path
-) -> None:
-    overrides = ["variants={}", "leave_one_out=[transformer]", "seeds=[0]"]
-    messages: list[str] = []
-    parallel, _, _ = run_ablation(
-        load_ablation(TINY_ABLATION, overrides), tmp_path / "b", jobs=2, mlflow=False, progress=messages.append
-    )
-    pattern = r"\[(\d)/2\] (\w+) seed=0: r = -?\d\.\d{4} \(native; worker (\d): CPU\) \(\S+ elapsed, ~\S+ left\)"
+JOBS = ["variants={}", "leave_one_out=[transformer]"]
+"""The --jobs tests' runs: canonical and no_transformer (two graphs), seeds 0 and 1 (all four in ``tiny_ablation``)."""
+
+
+def _train_in_two_rounds(monkeypatch: pytest.MonkeyPatch, runs: Path, messages: list[str]) -> dict[Any, Any]:
+    """``run_ablation(jobs=2)`` twice on one pool of two workers: seed 0, then seeds 0 and 1 (seed 0 found finished).
+
+    A round hands its runs to the free workers in order, so canonical goes to worker 0 and no_transformer to worker 1
+    both times: in the second round each worker trains its graph again, on the compiled model it kept."""
+    from crmlab.runners.parallel import Slot, WorkerPool
+    from crmlab.search.ablation import _runs
+
+    pool = WorkerPool([Slot(0), Slot(1)], _runs._worker)
+    monkeypatch.setattr(_runs, "WorkerPool", lambda slots, entry: pool)  # run_ablation's pool is this one,
+    monkeypatch.setattr(pool, "close", lambda: None)  # left open between the calls
+    results: dict[Any, Any] = {}
+    try:
+        for seeds in ("[0]", "[0, 1]"):
+            ablation = load_ablation(TINY_ABLATION, [*JOBS, f"seeds={seeds}"])
+            found, _, _ = run_ablation(ablation, runs, jobs=2, mlflow=False, progress=messages.append)
+            results.update(found)
+    finally:
+        WorkerPool.close(pool)
+    return results
+
+
+def _check_rounds(messages: list[str], results: dict[Any, Any]) -> None:
+    """One progress line per run, each worker trained both runs of its graph in one process (not this one)."""
+    pattern = r"\[(\d)/2\] (\w+) seed=(\d): r = -?\d\.\d{4} \(native; worker (\d): CPU\) \(\S+ elapsed, ~\S+ left\)"
     seen = [re.fullmatch(pattern, m) for m in messages]
     assert all(seen), messages
-    assert sorted(m.group(1) for m in seen) == ["1", "2"], "one progress line per run, counted as they finish"
-    assert sorted((m.group(2), m.group(3)) for m in seen) == [("canonical", "0"), ("no_transformer", "1")]
-    placements = [json.loads(p.read_text()) for p in (tmp_path / "b").glob("*/placement.json")]
-    assert sorted(p["index"] for p in placements) == [0, 1] and all(p["gpus"] == [] for p in placements)
-    assert len({p["pid"] for p in placements}) == 2 and os.getpid() not in {p["pid"] for p in placements}
-    serial = {key: tiny_ablation.results[key] for key in parallel}  # trained one after another, in this process
-    for key, result in serial.items():
-        assert parallel[key].run_key == result.run_key
-        np.testing.assert_allclose(
-            parallel[key].predictions["native"], result.predictions["native"], rtol=1e-4, atol=1e-4
-        )
+    assert sorted(m.group(1) for m in seen) == ["1", "1", "2", "2"], "per round, counted as they finish"
+    expected = [
+        ("canonical", "0", "0"),
+        ("canonical", "1", "0"),
+        ("no_transformer", "0", "1"),
+        ("no_transformer", "1", "1"),
+    ]
+    assert sorted(m.group(2, 3, 4) for m in seen) == expected
+    placed = {key: json.loads((r.run_dir / "placement.json").read_text()) for key, r in results.items()}
+    worker = {"canonical": 0, "no_transformer": 1}
+    assert all(p["gpus"] == [] and p["index"] == worker[name] for (name, _), p in placed.items())
+    pids = {key: p["pid"] for key, p in placed.items()}
+    assert (
+        pids[("canonical", 0)] == pids[("canonical", 1)] != pids[("no_transformer", 0)] == pids[("no_transformer", 1)]
+    )
+    assert os.getpid() not in pids.values()
+
+
+def _assert_same_bits(parallel: dict[Any, Any], serial: dict[Any, Any]) -> None:
+    """Same run keys, and the same weights, predictions, test and validation metrics and epochs, bit for bit."""
+    import keras
+
+    assert sorted(parallel) == [("canonical", 0), ("canonical", 1), ("no_transformer", 0), ("no_transformer", 1)]
+    for key, result in parallel.items():
+        other = serial[key]
+        assert result.run_key == other.run_key, key
+        np.testing.assert_array_equal(result.predictions["native"], other.predictions["native"], err_msg=str(key))
+        assert result.test_metrics == other.test_metrics and result.validation == other.validation, key
+        timing = ("seconds", "time")
+        epochs = [[{k: v for k, v in h.items() if k not in timing} for h in r.history] for r in (result, other)]
+        assert epochs[0] == epochs[1], key
+        weights = [keras.models.load_model(r.model_path, compile=False).get_weights() for r in (result, other)]
+        for a, b in zip(*weights, strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=str(key))
+
+
+@pytest.mark.xdist_group("tiny_ablation")
+def test_jobs_train_runs_in_parallel_processes_with_the_same_results(
+    tiny_ablation: TrainedAblation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's result is a function of its key: trained in a fresh worker, in a worker on the compiled model it kept
+    from an earlier run, or one after another in this process (``tiny_ablation``), bit for bit on one CPU."""
+    messages: list[str] = []
+    parallel = _train_in_two_rounds(monkeypatch, tmp_path / "b", messages)
+    _check_rounds(messages, parallel)
+    _assert_same_bits(parallel, tiny_ablation.results)
+
+
+@pytest.mark.skipif(os.environ.get("CRMLAB_NESTED_BACKEND_RUN") == "1", reason="already the nested run")
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax not installed (pip install '.[dev]')")
+def test_jobs_train_runs_with_the_same_results_on_jax() -> None:
+    """The same pair on JAX: :func:`test_jobs_pair_on_this_backend` in a pytest process of its own."""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "CRMLAB_NESTED_BACKEND_RUN": "1"}
+    test = f"{Path(__file__).relative_to(ROOT)}::test_jobs_pair_on_this_backend"
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", test]
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "1 passed" in proc.stdout
+
+
+@pytest.mark.skipif(
+    os.environ.get("CRMLAB_NESTED_BACKEND_RUN") != "1",
+    reason="run on JAX by test_jobs_train_runs_with_the_same_results_on_jax",
+)
+def test_jobs_pair_on_this_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The --jobs runs trained one after another in this process, then in two rounds on two workers: the same bits."""
+    serial, _, _ = run_ablation(
+        load_ablation(TINY_ABLATION, [*JOBS, "seeds=[0, 1]"]), tmp_path / "a", mlflow=False, progress=lambda _: None
+    )
+    messages: list[str] = []
+    parallel = _train_in_two_rounds(monkeypatch, tmp_path / "b", messages)
+    _check_rounds(messages, parallel)
+    _assert_same_bits(parallel, serial)

@@ -105,9 +105,9 @@ def critical_value(
         quantiles, to a relative error of 1e-10 in the tail.
     """
     level, var_seed = np.broadcast_arrays(np.asarray(level, dtype=np.float64), np.asarray(var_seed, dtype=np.float64))
-    seed_quantile = special.stdtrit(max(n_seeds - 1, 1), 1 - level / 4) if n_seeds > 1 else 0.0
+    seed_quantile = special.stdtrit(n_seeds - 1, 1 - level / 4) if n_seeds > 1 else 0.0
     low = -special.ndtri(level / 2) * np.sqrt(var_test)
-    high = seed_quantile * np.sqrt(var_seed if n_seeds > 1 else 0.0) - special.ndtri(level / 4) * np.sqrt(var_test)
+    high = seed_quantile * np.sqrt(var_seed) - special.ndtri(level / 4) * np.sqrt(var_test)
     h = (low + high) / 2
     active = np.ones(h.shape, dtype=bool)  # each value iterates until it converges, whatever else is computed with it
     for _ in range(_ITERATIONS):

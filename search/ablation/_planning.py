@@ -32,13 +32,23 @@ from crmlab.search.ablation._fiducial import critical_value
 from crmlab.search.ablation._stats import SeedDelta
 from crmlab.search.ablation._verdicts import Decision
 
-__all__ = ["POWER", "QUANTILES", "Plan", "detectable_effect", "plan", "rejection_power", "seeds_to_decide"]
+__all__ = [
+    "POWER",
+    "QUANTILES",
+    "SEEDS_LIMIT",
+    "Plan",
+    "detectable_effect",
+    "plan",
+    "rejection_power",
+    "seeds_to_decide",
+]
 
 POWER = 0.8
 """The power the figures are stated at."""
 QUANTILES = 64
 """Quantile midpoints of the seed variance's sampling distribution that the power averages over."""
-_LIMIT = 100
+SEEDS_LIMIT = 100
+"""The most seeds :func:`seeds_to_decide` looks for; beyond it, the estimate is too close to 0 to chase."""
 
 
 def _critical_values(seed_sd: float, se_test: float, n_seeds: int, level: float) -> np.ndarray:
@@ -95,7 +105,7 @@ def detectable_effect(estimate: SeedDelta, level: float, power: float = POWER) -
     return high
 
 
-def seeds_to_decide(estimate: SeedDelta, level: float, power: float = POWER, limit: int = _LIMIT) -> int | None:
+def seeds_to_decide(estimate: SeedDelta, level: float, power: float = POWER, limit: int = SEEDS_LIMIT) -> int | None:
     """The fewest seeds (at least the study's) that detect an effect the size of ``estimate.delta`` with ``power``
     at ``level``, with the observed seed sd and test-set standard error; ``None`` beyond ``limit`` or with one seed."""
     k = estimate.n_seeds
@@ -126,7 +136,7 @@ class Plan:
     Attributes:
         detectable: the smallest ``|delta|`` the study detects with :data:`POWER` at the verdict's level.
         seeds: the seeds that detect an effect the size of the estimate with :data:`POWER` (``None``: more than
-            100).
+            :data:`SEEDS_LIMIT`).
         level: the level both are computed at (the verdict's).
     """
 

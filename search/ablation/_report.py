@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from crmlab.search.ablation._comparison import CONTROL, LABELS, METRICS, REFERENCE, Row
-from crmlab.search.ablation._planning import POWER
+from crmlab.search.ablation._planning import POWER, SEEDS_LIMIT
 from crmlab.search.ablation._plots import bar_plots, scatter_plots
 from crmlab.search.ablation._seeds import AdaptiveSeeds
 from crmlab.search.ablation._table import notes, plan_cells, undecided_lines, verdict_cells
@@ -77,8 +77,8 @@ def planning_text() -> str:
         f" {POWER:.0%} power at the verdict's level, its seeds and its observed seed-to-seed spread; a true effect"
         " smaller than that is likely to stay undecided. *Seeds to decide* is how many seeds (the ones trained"
         f" included, reused by run key) detect an effect the size of the current estimate with {POWER:.0%} power at"
-        " the same level and spread; '> 100' means the estimate is too close to 0 to chase, and equivalence within"
-        " min_effect is the question to ask instead (crmlab.search.ablation._planning)."
+        f" the same level and spread; '> {SEEDS_LIMIT}' means the estimate is too close to 0 to chase, and"
+        " equivalence within min_effect is the question to ask instead (crmlab.search.ablation._planning)."
     )
 
 
@@ -147,7 +147,7 @@ def write_report(ablation: Any, rows: list[Row], out: Path) -> list[Path]:
     lines += [*(f"**Note:** {n}" for n in notes(rows)), ""]
     lines += [
         f"| variant | parameters | test set | seeds | Pearson r | Spearman rho | R2 | delta {label} | CI (Holm level)"
-        " | p (Holm) | verdict | detectable (80%) | seeds to decide |",
+        f" | p (Holm) | verdict | detectable ({POWER:.0%}) | seeds to decide |",
         "|---|---:|---|---:|---|---|---|---:|---|---:|---|---:|---:|",
     ]
     params = {v.name: v.parameters for v in ablation.variants}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from crmlab.search.ablation._comparison import CONTROL, LABELS, METRICS, Row
+from crmlab.search.ablation._planning import POWER, SEEDS_LIMIT
 from crmlab.search.ablation._stats import format_p
 
 __all__ = ["notes", "plan_cells", "table_text", "undecided_lines", "verdict_cells"]
@@ -23,7 +24,7 @@ def plan_cells(r: Row) -> list[str]:
     size of the estimate needs (blank unless the verdict is undecided with two seeds or more)."""
     if r.plan is None:
         return ["", ""]
-    seeds = f"{r.plan.seeds}" if r.plan.seeds is not None else "> 100"
+    seeds = f"{r.plan.seeds}" if r.plan.seeds is not None else f"> {SEEDS_LIMIT}"
     return [f"±{r.plan.detectable:.4f}", seeds]
 
 
@@ -41,12 +42,13 @@ def undecided_lines(rows: list[Row], metric: str) -> list[str]:
             lines.append(f"{head}; one seed does not estimate training noise: train at least 2")
         elif r.plan.seeds is None:
             lines.append(
-                f"{head}; more than 100 seeds would be needed to decide an effect this size"
-                f" (80% power at its level {r.plan.level:.3g}; at its seeds it detects ±{r.plan.detectable:.4f})"
+                f"{head}; more than {SEEDS_LIMIT} seeds would be needed to decide an effect this size"
+                f" ({POWER:.0%} power at its level {r.plan.level:.3g};"
+                f" at its seeds it detects ±{r.plan.detectable:.4f})"
             )
         else:
             lines.append(
-                f"{head}; about {r.plan.seeds} seeds would decide an effect this size (80% power at its level"
+                f"{head}; about {r.plan.seeds} seeds would decide an effect this size ({POWER:.0%} power at its level"
                 f" {r.plan.level:.3g}; seeds 0-{r.plan.seeds - 1} reuse the {len(r.seeds)} trained)"
             )
     return lines
@@ -77,7 +79,8 @@ def table_text(rows: list[Row], metric: str = "pearson_r") -> str:
     (:mod:`crmlab.search.ablation._planning`).
     """
     head = ["variant", "test set", "seeds", *(LABELS[m] for m in METRICS)]
-    head += [f"delta {LABELS[metric]}", "CI (Holm level)", "p (Holm)", "verdict", "detectable (80%)", "seeds to decide"]
+    head += [f"delta {LABELS[metric]}", "CI (Holm level)", "p (Holm)", "verdict", f"detectable ({POWER:.0%})"]
+    head += ["seeds to decide"]
     means = {id(r): [f"{r.mean[m]:.4f} ± {r.sd[m]:.4f}" for m in METRICS] for r in rows}
     body = [
         [r.variant, r.test_set, str(len(r.seeds)), *means[id(r)], *verdict_cells(r, metric), *plan_cells(r)]

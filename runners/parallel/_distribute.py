@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +14,7 @@ import keras
 from crmlab.registry import SpecError
 from crmlab.runners.parallel._jax_processes import join_processes
 
-__all__ = ["MULTI_WORKER_UNSUPPORTED", "Distribution", "make_distribution"]
+__all__ = ["MULTI_WORKER_UNSUPPORTED", "TPU_UNTESTED", "Distribution", "make_distribution"]
 
 MULTI_WORKER_UNSUPPORTED = (
     "multi_worker: Keras {keras} cannot train under TensorFlow's MultiWorkerMirroredStrategy (fit fails on its "
@@ -22,6 +23,12 @@ MULTI_WORKER_UNSUPPORTED = (
     "every GPU of one machine with mirrored"
 )
 """Why ``strategy: multi_worker`` (or ``auto`` with ``TF_CONFIG`` set) is refused on TensorFlow, with what to use."""
+
+TPU_UNTESTED = (
+    "strategy tpu: TensorFlow's TPUStrategy path has never run on a TPU (no TPU to test it on); on a TPU VM the "
+    "tested path is --backend jax with strategy data_parallel, one crmlab process per VM"
+)
+"""Printed (standard error) whenever the TensorFlow ``tpu`` strategy is used."""
 
 
 @dataclass
@@ -62,6 +69,7 @@ def _tf_strategy(name: str) -> Distribution:
     elif name == "multi_worker":
         raise SpecError("", "recipe.strategy", MULTI_WORKER_UNSUPPORTED.format(keras=keras.__version__))
     elif name == "tpu":
+        print(TPU_UNTESTED, file=sys.stderr, flush=True)
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME", ""))
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)

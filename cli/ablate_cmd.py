@@ -23,9 +23,12 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     choice = model_registry.check_ablation_options(args, ablation)
     names = ", ".join(f"{v.name} ({v.parameters:,} params)" for v in ablation.variants)
     print(f"{ablation.doc.name}: {len(ablation.variants)} variants x {seeds_text(ablation.doc.seeds)}: {names}")
-    results, rows, report = run_ablation(
-        ablation, runs_dir, args.tracking_uri, mlflow=not args.no_mlflow, slots=args.slots, progress=_progress
-    )
+    if args.storage:
+        results, rows, report = _drive(args, ablation, runs_dir)
+    else:
+        results, rows, report = run_ablation(
+            ablation, runs_dir, args.tracking_uri, mlflow=not args.no_mlflow, slots=args.slots, progress=_progress
+        )
     print(table_text(rows))
     print(f"report: {report}")
     for (name, seed), reason in ablation.failed.items():
@@ -34,6 +37,25 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     for line in undecided_lines(rows, ablation.doc.metric):
         print(line)
     return 1 if ablation.failed else 0
+
+
+def _drive(args: argparse.Namespace, ablation: Any, runs_dir: Any) -> tuple[Any, Any, Any]:
+    """Drive the study through the shared storage (:class:`crmlab.search.served.QueueDriver`), with ``--jobs`` local
+    workers (none with ``--jobs 0``), stopped (their runs handed back) when the study is done or the driver stops."""
+    import os
+
+    from crmlab.search.ablation import run_ablation
+    from crmlab.search.served import QueueDriver, redact, start_workers, stop_workers
+
+    driver = QueueDriver(args.storage, ablation, runs_dir, args.tracking_uri, heartbeat=args.heartbeat)
+    print(f"driving {ablation.doc.name} through {redact(args.storage)} with {len(args.slots)} local worker(s)")
+    procs = start_workers(args.storage, args.slots, None, os.environ.get("KERAS_BACKEND")) if args.slots else []
+    try:
+        return run_ablation(
+            ablation, runs_dir, args.tracking_uri, mlflow=not args.no_mlflow, progress=_progress, serve=driver
+        )
+    finally:
+        stop_workers(procs)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -70,6 +92,18 @@ def add_parsers(sub: Any) -> None:
         ],
     )
     p.add_argument("study", help="ablation study YAML (e.g. studies/quickstart.yaml)")
+    p.add_argument(
+        "--storage",
+        help="drive the study through this shared Optuna storage (postgresql://USER@HOST:PORT/DB): its runs are "
+        "enqueued there and trained by crmlab worker processes on any machine",
+    )
+    p.add_argument(
+        "--heartbeat",
+        type=options.positive_int,
+        default=30,
+        metavar="SECONDS",
+        help="with --storage: workers' heartbeat interval; a run silent for 4 intervals is retried (default 30)",
+    )
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser(

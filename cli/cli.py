@@ -42,6 +42,11 @@ def _place(args: argparse.Namespace) -> AbstractContextManager[None]:
         return nullcontext()
     from crmlab.runners.parallel import accelerators_hidden, detect_gpus, placement_text, plan_slots
 
+    if args.workers == 0:
+        if getattr(args, "command", None) != "ablate" or not getattr(args, "storage", None):
+            raise CrmlabError("--jobs 0: only crmlab ablate --storage URL drives without training (workers train)")
+        args.slots = []
+        return nullcontext()
     gpus = detect_gpus()
     args.slots = plan_slots(gpus, args.workers, args.gpus_per_run, args.runs_per_gpu)
     if len(args.slots) > 1:

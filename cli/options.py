@@ -13,6 +13,7 @@ __all__ = [
     "EXIT_USAGE",
     "KERAS_BACKENDS",
     "Parser",
+    "jobs_count",
     "keras_backend",
     "no_mlflow",
     "overrides",
@@ -45,6 +46,17 @@ def positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def jobs_count(text: str) -> int:
+    """An argument type: an integer of at least 0 (``--jobs``; 0 means drive only, with ``--storage``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
     return value
 
 
@@ -101,9 +113,10 @@ def placement(what: str) -> argparse.ArgumentParser:
     parent.add_argument(
         "--jobs",
         dest="workers",
-        type=positive_int,
+        type=jobs_count,
         metavar="N",
-        help=f"{what} in N local worker processes (default: one per GPU group times --runs-per-gpu; 1 without GPUs)",
+        help=f"{what} in N local worker processes (default: one per GPU group times --runs-per-gpu; 1 without GPUs;"
+        " 0 with ablate --storage: drive only, crmlab worker processes train)",
     )
     parent.add_argument("--workers", dest="workers", type=positive_int, help=argparse.SUPPRESS)  # former spelling
     parent.add_argument(

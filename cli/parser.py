@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from crmlab import ablate_cmd, dashboard, interpret, options, runs, search_cmd, spec_cmd, step_time, train_cmd
+from crmlab import (
+    ablate_cmd,
+    dashboard,
+    interpret,
+    options,
+    runs,
+    search_cmd,
+    spec_cmd,
+    step_time,
+    train_cmd,
+    worker_cmd,
+)
 
 __all__ = ["build_parser"]
 
@@ -23,4 +34,5 @@ def build_parser() -> argparse.ArgumentParser:
     step_time.add_parser(sub)  # bench
     runs.add_parser(sub)
     dashboard.add_parser(sub)
+    worker_cmd.add_parser(sub)
     return parser

@@ -5,7 +5,10 @@ from crmlab.registry import lazy_exports
 
 __all__ = [
     "REFERENCE",
+    "Ablation",
     "AdaptiveSeeds",
+    "SeedPlan",
+    "StudyProgress",
     "all_seeds",
     "collect",
     "compare",
@@ -15,6 +18,7 @@ __all__ = [
     "plan_seeds",
     "rejection_power",
     "run_ablation",
+    "run_task",
     "seed_delta",
     "seed_delta_from",
     "seeds_text",
@@ -29,7 +33,10 @@ __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         "REFERENCE": "_comparison",
+        "Ablation": "_study",
         "AdaptiveSeeds": "_seeds",
+        "SeedPlan": "_seeds",
+        "StudyProgress": "_progress",
         "all_seeds": "_seeds",
         "collect": "_study",
         "compare": "_comparison",
@@ -43,6 +50,7 @@ __getattr__, __dir__ = lazy_exports(
         "seeds_to_decide": "_planning",
         "study_decisions": "_seeds",
         "run_ablation": "_runs",
+        "run_task": "_runs",
         "seeds_text": "_seeds",
         "table_text": "_table",
         "undecided_lines": "_table",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from crmlab.search.ablation._report import write_all
 from crmlab.search.ablation._seeds import SeedPlan, plan_seeds
 from crmlab.search.ablation._study import Ablation, load_ablation, state_path
 
-__all__ = ["parent_run", "run_ablation", "run_one"]
+__all__ = ["Serve", "parent_run", "run_ablation", "run_one", "run_task"]
 
 
 def parent_run(ablation: Ablation, runs_dir: Path, tracking_uri: str | None) -> tuple[Any, str]:
@@ -105,14 +105,23 @@ def run_one(
     )
 
 
+Serve = Callable[[Ablation, SeedPlan, dict[tuple[str, int], RunResult], str | None, Callable[[str], None]], None]
+"""Trains one look's runs elsewhere: ``serve(ablation, plan, results, parent_run_id, progress)`` fills ``results`` and
+``ablation.failed`` for every run in ``plan.needed``."""
+
 _LOADED: dict[tuple[str, tuple[str, ...]], Ablation] = {}
 """Studies loaded in this worker process (a worker trains several runs of one study)."""
 
 
-def _worker(args: tuple[Any, ...]) -> tuple[str, int]:
-    """Worker entry (:mod:`crmlab.runners.parallel._pool`): load the study in this process (once; the parent checked it
-    and counted each variant's parameters, so its models are not assembled again) and train one run (returns its
-    name and seed); the run records this worker's placement (``placement.json``)."""
+def run_task(args: tuple[Any, ...]) -> tuple[str, int]:
+    """Worker entry (:mod:`crmlab.runners.parallel._pool`, and ``crmlab worker``): load the study in this process
+    (once; the parent checked it and counted each variant's parameters, so its models are not assembled again) and
+    train one run (returns its name and seed); the run records this worker's placement (``placement.json``).
+
+    Args:
+        args: ``(study path, overrides, parameters by variant, variant, seed, runs folder, tracking URI, MLflow
+            parent run id, Keras backend)``.
+    """
     path, overrides, parameters, name, seed, runs_dir, uri, parent, backend = args
     if backend:
         os.environ["KERAS_BACKEND"] = backend
@@ -134,6 +143,7 @@ def run_ablation(
     mlflow: bool = True,
     progress: Any = print,
     slots: Sequence[Slot] | None = None,
+    serve: Serve | None = None,
 ) -> tuple[dict[tuple[str, int], RunResult], list[Any], Path]:
     """Train every variant x seed not yet finished, then compare against canonical.
 
@@ -145,6 +155,9 @@ def run_ablation(
     processes (:mod:`crmlab.runners.parallel._pool`), one per slot, each on its slot's devices; this process only
     collects their results from the runs folder. A worker that dies fails only its run, with a one-line reason; a run
     that ran out of memory is retried once with fewer processes sharing memory.
+
+    With ``serve`` (``crmlab ablate --storage``: :class:`crmlab.search.served.QueueDriver`) each look's runs are
+    handed to it instead: it enqueues them in the shared storage and waits for ``crmlab worker`` processes.
 
     A run that fails (:class:`~crmlab.runners.rundir._results.TrainingFailed`: a diverged loss; or, in a worker, any
     error) does not stop the others: it is recorded in ``ablation.failed``, its MLflow run is marked FAILED, its variant
@@ -165,9 +178,9 @@ def run_ablation(
     ablation.failed = {}
     results: dict[tuple[str, int], RunResult] = {}
     slots = list(slots) if slots is not None else [Slot(i) for i in range(jobs)]
-    pool = WorkerPool(slots, _worker) if len(slots) > 1 else None
+    pool = WorkerPool(slots, run_task) if len(slots) > 1 and serve is None else None
     try:
-        plan = _train_rounds(ablation, results, runs_dir, tracking_uri, parent_id, pool, progress)
+        plan = _train_rounds(ablation, results, runs_dir, tracking_uri, parent_id, pool, progress, serve)
     finally:
         if pool is not None:
             pool.close()
@@ -202,6 +215,7 @@ def _train_rounds(
     parent_id: str | None,
     pool: WorkerPool | None,
     progress: Any,
+    serve: Serve | None,
 ) -> SeedPlan:
     """Train round after round until the seed plan is complete (or canonical failed); returns the last plan."""
     while True:
@@ -212,7 +226,9 @@ def _train_rounds(
         if plan.looks > 1:
             added = ", ".join(f"{n} seed={s}" for n, s in plan.needed)
             progress(f"look {plan.looks}: undecided variants get another seed: {added}")
-        if pool is None:
+        if serve is not None:
+            serve(ablation, plan, results, parent_id, progress)
+        elif pool is None:
             _train_here(ablation, plan, results, runs_dir, tracking_uri, parent_id, progress)
         else:
             _train_in_workers(ablation, plan, results, runs_dir, tracking_uri, parent_id, pool, progress)
@@ -291,7 +307,7 @@ def _train_in_workers(
         name, seed = outcome.key
         progress(f"{name} seed={seed} ran out of memory ({outcome.error}); retrying it with fewer runs sharing memory")
 
-    run_tasks(pool.slots, _worker, tasks, done, retry, pool)
+    run_tasks(pool.slots, run_task, tasks, done, retry, pool)
 
 
 def _first_r(result: RunResult, where: str = "") -> str:

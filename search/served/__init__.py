@@ -1,0 +1,42 @@
+"""Studies served to workers on many machines through a shared Optuna RDB storage (PostgreSQL): the driver that
+enqueues an ablation's runs look by look, the ``crmlab worker`` loop that claims and trains them, and the record and
+checks that keep remote workers from corrupting or losing results."""
+
+from crmlab.registry import lazy_exports
+
+__all__ = [
+    "DATABASE_PATIENCE_S",
+    "MARKER",
+    "QueueDriver",
+    "Record",
+    "ablation_run_key",
+    "check_record",
+    "code_fingerprint",
+    "redact",
+    "retrying",
+    "serve",
+    "serve_slots",
+    "start_workers",
+    "stop_workers",
+    "study_name",
+]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "DATABASE_PATIENCE_S": "_retry",
+        "MARKER": "_record",
+        "QueueDriver": "_driver",
+        "Record": "_record",
+        "ablation_run_key": "_driver",
+        "check_record": "_record",
+        "code_fingerprint": "_record",
+        "redact": "_record",
+        "retrying": "_retry",
+        "serve": "_worker",
+        "serve_slots": "_worker",
+        "start_workers": "_worker",
+        "stop_workers": "_worker",
+        "study_name": "_driver",
+    },
+)

@@ -1,0 +1,254 @@
+"""``crmlab worker``: serve every crmlab study in a shared Optuna storage, on any machine.
+
+Each worker process loops: claim an enqueued trial (the WAITING → RUNNING update that Optuna's RDB storage makes under
+``SELECT ... FOR UPDATE``, so two workers never get the same one), keep its lease with heartbeats, train it through
+the single-run path (:func:`crmlab.search.ablation.run_task`: same run key, same run folder, resumed from its
+checkpoint), and report it (COMPLETE with the first test set's Pearson r, or FAIL with a one-line reason). An empty
+queue is polled with a back-off; ``exit_when_idle`` ends the worker after that many idle seconds. SIGTERM (and
+Ctrl-C) hands the trial back: it is failed and the same run enqueued again, so another worker resumes it from its
+last epoch checkpoint. A SIGKILLed worker's trial is failed and enqueued again by Optuna's heartbeat callback once
+its lease runs out (:mod:`crmlab.search.served._driver`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from crmlab.registry import CrmlabError
+from crmlab.runners.parallel import Slot
+from crmlab.search.served._record import KIND_ATTR, Record, check_record, redact
+from crmlab.search.served._retry import retrying
+from crmlab.search.storage import Heartbeat, check_storage_url, open_storage
+
+__all__ = ["Claim", "serve", "serve_slots", "start_workers", "stop_workers"]
+
+IDLE_POLL_MAX_S = 30.0
+"""The longest wait between two looks at an empty queue (the wait doubles from 1 s)."""
+
+
+_LOADED: dict[tuple[str, tuple[str, ...], str], Any] = {}
+"""Studies this worker loaded to check run keys (by path, overrides and content hash)."""
+
+
+class HandBack(BaseException):
+    """Raised in the main thread by SIGTERM or SIGINT: hand the current trial back and leave."""
+
+
+@dataclass
+class Claim:
+    """A trial this worker took: its study, trial id and number, the run it names and the study's record."""
+
+    study: optuna.Study
+    trial_id: int
+    number: int
+    attrs: dict[str, Any]
+    record: Record
+
+
+def serve(url: str, exit_when_idle: float | None = None, log: Callable[[str], None] = print) -> int:
+    """Serve the storage at ``url`` in this process until idle for ``exit_when_idle`` seconds (forever if None).
+
+    Returns:
+        0 (idle or handed back after SIGTERM), 1 if any run it trained failed.
+
+    Raises:
+        CrmlabError: a study whose set-up this worker refuses (:func:`crmlab.search.served._record.check_record`),
+            or a database unreachable for too long.
+    """
+    check_storage_url(url)
+    storage = open_storage(url, Path.cwd(), Heartbeat())
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    checked: set[int] = set()
+    failures = 0
+    idle_since, delay = time.monotonic(), 1.0
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def stop(signum: int, frame: Any) -> None:
+        raise HandBack(signal.Signals(signum).name)
+
+    for sig in previous:
+        signal.signal(sig, stop)
+    log(f"worker {socket.gethostname()}:{os.getpid()} serving {redact(url)}")
+    try:
+        while True:
+            claim = retrying(lambda: _claim(storage, checked, backend))
+            if claim is None:
+                if exit_when_idle is not None and time.monotonic() - idle_since >= exit_when_idle:
+                    log(f"worker {os.getpid()}: the queue was empty for {exit_when_idle:g} s; leaving")
+                    return 1 if failures else 0
+                time.sleep(delay)
+                delay = min(2 * delay, IDLE_POLL_MAX_S)
+                continue
+            failures += not _train(storage, claim, backend, log)
+            idle_since, delay = time.monotonic(), 1.0
+    except HandBack as why:
+        log(f"worker {os.getpid()}: {why}: leaving")
+        return 1 if failures else 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _claim(storage: Any, checked: set[int], backend: str) -> Claim | None:
+    """Take the oldest enqueued trial of any served study (checking each study's record once), or None."""
+    for frozen in storage.get_all_studies():
+        attr = frozen.user_attrs.get(KIND_ATTR)
+        if attr is None:
+            continue
+        record = Record.from_attr(attr)
+        if frozen._study_id not in checked:
+            check_record(record, frozen.study_name, backend)
+            checked.add(frozen._study_id)
+        study = optuna.load_study(study_name=frozen.study_name, storage=storage)
+        optuna.storages.fail_stale_trials(study)
+        for trial in storage.get_all_trials(frozen._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+            if storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
+                storage.record_heartbeat(trial._trial_id)
+                storage.set_trial_user_attr(trial._trial_id, "crmlab.host", f"{socket.gethostname()}:{os.getpid()}")
+                return Claim(study, trial._trial_id, trial.number, dict(trial.user_attrs), record)
+    return None
+
+
+def _train(storage: Any, claim: Claim, backend: str, log: Callable[[str], None]) -> bool:
+    """Train the claimed run under heartbeats and report it; True unless it failed. A :class:`HandBack` fails the
+    trial, enqueues the same run again and propagates."""
+    from crmlab.search.ablation import run_task
+
+    rec, attrs = claim.record, claim.attrs
+    name, seed = attrs["crmlab.variant"], int(attrs["crmlab.seed"])
+    label = f"{claim.study.study_name} trial {claim.number}: {name} seed={seed}"
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(rec.heartbeat_interval):
+            # the database away: the lease may run out, and the run is retried elsewhere
+            with contextlib.suppress(Exception):
+                storage.record_heartbeat(claim.trial_id)
+
+    threading.Thread(target=beat, name="crmlab-heartbeat", daemon=True).start()
+    log(f"{label}: training")
+    try:
+        try:
+            _check_key(rec, name, seed, attrs["crmlab.run_key"])
+            run_task(
+                (
+                    rec.study_path,
+                    rec.overrides,
+                    rec.parameters,
+                    name,
+                    seed,
+                    rec.runs_dir,
+                    rec.tracking_uri,
+                    rec.parent_run_id,
+                    backend,
+                )
+            )
+        except HandBack:
+            stop.set()
+            retrying(lambda: _hand_back(storage, claim))
+            log(f"{label}: handed back (it resumes from its last checkpoint on the next worker)")
+            raise
+        except (Exception, CrmlabError) as exc:
+            stop.set()
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            retrying(lambda: _fail(storage, claim.trial_id, reason))
+            log(f"{label}: FAILED: {reason}")
+            return False
+    finally:
+        stop.set()
+    value = _first_r(rec, name, seed, attrs["crmlab.run_key"])
+    retrying(lambda: storage.set_trial_state_values(claim.trial_id, TrialState.COMPLETE, values=[value]))
+    log(f"{label}: finished, r = {value:.4f}")
+    return True
+
+
+def _check_key(rec: Record, name: str, seed: int, key: str) -> None:
+    """The run key this worker computes must be the driver's: other data or code would train another run."""
+    from crmlab.runners.rundir import data_hashes, run_key
+    from crmlab.search.ablation import load_ablation
+
+    cache = (rec.study_path, tuple(rec.overrides), rec.study_hash)
+    if cache not in _LOADED:
+        _LOADED[cache] = load_ablation(rec.study_path, rec.overrides, assemble=False)
+    ablation = _LOADED[cache]
+    mine = run_key(
+        ablation.variant(name).graph, ablation.run_recipe(name, seed), data_hashes(ablation.datasets, ablation.tests)
+    )
+    if mine != key:
+        raise CrmlabError(
+            f"run key {mine} here, {key} on the driver: this machine's data files or code differ from the driver's"
+        )
+
+
+def _first_r(rec: Record, name: str, seed: int, key: str) -> float:
+    import json
+
+    summary = json.loads((Path(rec.runs_dir) / key / "result.json").read_text())
+    return float(next(iter(summary["test_metrics"].values()))["pearson_r"])
+
+
+def _fail(storage: Any, trial_id: int, reason: str) -> None:
+    storage.set_trial_user_attr(trial_id, "crmlab.error", reason)
+    storage.set_trial_state_values(trial_id, TrialState.FAIL)
+
+
+def _hand_back(storage: Any, claim: Claim) -> None:
+    """Fail the trial and enqueue the same run (same attributes) for the next worker."""
+    storage.set_trial_user_attr(claim.trial_id, "crmlab.error", "handed back (SIGTERM)")
+    storage.set_trial_state_values(claim.trial_id, TrialState.FAIL)
+    attrs = {k: v for k, v in claim.attrs.items() if k not in ("crmlab.host", "crmlab.error")}
+    claim.study.enqueue_trial({}, user_attrs=attrs)
+
+
+def start_workers(
+    url: str, slots: Sequence[Slot], exit_when_idle: float | None, backend: str | None
+) -> list[subprocess.Popen[bytes]]:
+    """Start one ``crmlab worker`` process per slot, each on its slot's GPUs (as ``--jobs`` places the local pool)."""
+    procs = []
+    for slot in slots:
+        env = dict(os.environ)
+        for key, value in slot.env().items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        cmd = [sys.executable, "-m", "crmlab.cli", "worker", "--storage", url, "--jobs", "1"]
+        if exit_when_idle is not None:
+            cmd += ["--exit-when-idle", str(exit_when_idle)]
+        if backend:
+            cmd += ["--backend", backend]
+        procs.append(subprocess.Popen(cmd, env=env))
+    return procs
+
+
+def stop_workers(procs: Sequence[subprocess.Popen[bytes]], signum: int = signal.SIGTERM) -> int:
+    """Send ``signum`` to the workers still running (SIGTERM: each hands its trial back) and wait for all; returns
+    the worst exit status."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signum)
+    return max((p.wait() for p in procs), default=0)
+
+
+def serve_slots(url: str, slots: Sequence[Slot], exit_when_idle: float | None, backend: str | None) -> int:
+    """Run one worker process per slot until they all leave; SIGTERM and Ctrl-C are passed on to them. Returns the
+    worst exit status."""
+    procs = start_workers(url, slots, exit_when_idle, backend)
+    try:
+        return max(p.wait() for p in procs)
+    except BaseException:
+        return stop_workers(procs)

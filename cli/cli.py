@@ -44,7 +44,10 @@ def _place(args: argparse.Namespace) -> AbstractContextManager[None]:
 
     if args.workers == 0:
         if getattr(args, "command", None) != "ablate" or not getattr(args, "storage", None):
-            raise CrmlabError("--jobs 0: only crmlab ablate --storage URL drives without training (workers train)")
+            raise CrmlabError(
+                f"crmlab {args.command}: --jobs 0: only with crmlab ablate --storage URL (drive only: crmlab worker "
+                "processes train)"
+            )
         args.slots = []
         return nullcontext()
     gpus = detect_gpus()

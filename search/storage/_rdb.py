@@ -75,4 +75,14 @@ def open_storage(url: str | None, runs_dir: Path, heartbeat: Heartbeat) -> RDBSt
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, ModuleNotFoundError):
             first += " (PostgreSQL needs a driver: pip install 'crmlab[postgres]')"
-        raise CrmlabError(f"--storage: cannot use {url}: {first}") from None
+        raise CrmlabError(f"--storage: cannot use {_hidden(url)}: {first.replace(url, _hidden(url))}") from None
+
+
+def _hidden(url: str) -> str:
+    """``url`` with its password shown as ``***``."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: nothing to hide in it
+        return url

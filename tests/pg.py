@@ -247,6 +247,19 @@ class PostgresServer:
             conn.close()
         return self.url_for(dbname=dbname)
 
+    def restart(self) -> None:
+        """Stop the server (fast: clients are disconnected) and start it again on the same port and data."""
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w", "-t", "20", "stop", timeout=30)
+        self._run(
+            "pg_ctl",
+            "-D", str(self.datadir),
+            "-l", str(self.base / "postgres.log"),
+            "-w", "-t", str(int(self.start_timeout)),
+            "start",
+            timeout=self.start_timeout + 15,
+        )  # fmt: skip
+        self._wait_ready()
+
     def _kill_postmaster(self) -> None:
         pidfile = self.datadir / "postmaster.pid" if self.base else None
         if pidfile is None or not pidfile.exists():

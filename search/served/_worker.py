@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from crmlab.registry import CrmlabError
@@ -119,8 +120,26 @@ def _claim(storage: Any, checked: set[int], backend: str) -> Claim | None:
             if storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
                 storage.record_heartbeat(trial._trial_id)
                 storage.set_trial_user_attr(trial._trial_id, "crmlab.host", f"{socket.gethostname()}:{os.getpid()}")
+                progress = _progress(Path(record.runs_dir) / str(trial.user_attrs.get("crmlab.run_key")))
+                if progress:
+                    storage.set_trial_user_attr(trial._trial_id, "crmlab.resumed_from", progress)
                 return Claim(study, trial._trial_id, trial.number, dict(trial.user_attrs), record)
     return None
+
+
+def _progress(run_dir: Path) -> str:
+    """``stage S epoch E``: the committed progress of an unfinished run folder (what a retried run resumes from), or
+    ``""`` when it has none."""
+    import json
+
+    state = run_dir / "state.json"
+    try:
+        found = json.loads(state.read_text())
+    except (OSError, ValueError):
+        return ""
+    if found.get("finished") or (found.get("stage", 0) == 0 and found.get("epoch", 0) == 0):
+        return ""
+    return f"stage {found.get('stage', 0)} epoch {found.get('epoch', 0)}"
 
 
 def _train(storage: Any, claim: Claim, backend: str, log: Callable[[str], None]) -> bool:
@@ -171,7 +190,11 @@ def _train(storage: Any, claim: Claim, backend: str, log: Callable[[str], None])
     finally:
         stop.set()
     value = _first_r(rec, name, seed, attrs["crmlab.run_key"])
-    retrying(lambda: storage.set_trial_state_values(claim.trial_id, TrialState.COMPLETE, values=[value]))
+    try:
+        retrying(lambda: storage.set_trial_state_values(claim.trial_id, TrialState.COMPLETE, values=[value]))
+    except UpdateFinishedTrialError:  # its lease ran out meanwhile: the retry finds the run finished at once
+        log(f"{label}: finished, r = {value:.4f}, after its lease ran out (the retried trial reports it)")
+        return True
     log(f"{label}: finished, r = {value:.4f}")
     return True
 
@@ -202,14 +225,18 @@ def _first_r(rec: Record, name: str, seed: int, key: str) -> float:
 
 
 def _fail(storage: Any, trial_id: int, reason: str) -> None:
-    storage.set_trial_user_attr(trial_id, "crmlab.error", reason)
-    storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    with contextlib.suppress(UpdateFinishedTrialError):  # already failed by its lease, and retried
+        storage.set_trial_user_attr(trial_id, "crmlab.error", reason)
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
 
 def _hand_back(storage: Any, claim: Claim) -> None:
     """Fail the trial and enqueue the same run (same attributes) for the next worker."""
-    storage.set_trial_user_attr(claim.trial_id, "crmlab.error", "handed back (SIGTERM)")
-    storage.set_trial_state_values(claim.trial_id, TrialState.FAIL)
+    try:
+        storage.set_trial_user_attr(claim.trial_id, "crmlab.error", "handed back (SIGTERM)")
+        storage.set_trial_state_values(claim.trial_id, TrialState.FAIL)
+    except UpdateFinishedTrialError:  # its lease ran out meanwhile: Optuna has enqueued it again already
+        return
     attrs = {k: v for k, v in claim.attrs.items() if k not in ("crmlab.host", "crmlab.error")}
     claim.study.enqueue_trial({}, user_attrs=attrs)
 

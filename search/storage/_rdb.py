@@ -4,6 +4,7 @@ PostgreSQL / MySQL server for workers on several machines; heartbeats fail (and 
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,10 @@ from crmlab.registry import CrmlabError
 from crmlab.runners.studyfile import Strict
 
 __all__ = ["Heartbeat", "check_storage_url", "default_storage", "open_storage"]
+
+
+SCHEMA_ATTEMPTS = 4
+"""Tries at opening a storage whose schema another process is creating at the same moment."""
 
 
 class Heartbeat(Strict):
@@ -62,15 +67,23 @@ def open_storage(url: str | None, runs_dir: Path, heartbeat: Heartbeat) -> RDBSt
     else:
         engine = {"pool_pre_ping": True}
     try:
-        with warnings.catch_warnings():  # heartbeats and the retry callback are "experimental" since Optuna 2.8
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
-                url,
-                engine_kwargs=engine,
-                heartbeat_interval=hb.interval,
-                grace_period=hb.grace,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=hb.max_retry),
-            )
+        for attempt in range(SCHEMA_ATTEMPTS):
+            try:
+                with warnings.catch_warnings():  # heartbeats and the retry callback are "experimental" since 2.8
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return RDBStorage(
+                        url,
+                        engine_kwargs=engine,
+                        heartbeat_interval=hb.interval,
+                        grace_period=hb.grace,
+                        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=hb.max_retry),
+                    )
+            except Exception as exc:
+                # Two processes creating the schema of an empty database at once: one of them loses a CREATE race
+                # (a duplicate key in the catalogue); the schema is there a moment later.
+                if attempt + 1 == SCHEMA_ATTEMPTS or "IntegrityError" not in type(exc).__name__ + repr(exc):
+                    raise
+                time.sleep(0.5 * (attempt + 1))
     except Exception as exc:  # driver missing, host unreachable, bad credentials, bad path
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, ModuleNotFoundError):

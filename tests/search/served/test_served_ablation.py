@@ -1,23 +1,31 @@
 """An ablation served to two machines on one CPU: a driver with ``--jobs 0`` and two ``crmlab worker`` processes with
 their own working and temporary folders, on the session's real PostgreSQL server and a shared runs folder.
 
-The runs folder is a copy of the suite's trained tiny ablation with two runs removed, so the workers train just those
-two (one each) and the comparison can be checked against the one trained in one process: on one CPU a run's result
-is a function of its run key, so the table must be the same to the last digit.
+The runs folder is a copy of the suite's trained tiny ablation with two runs (and their cached pretraining stages)
+removed, so the workers train just those two, and the comparison can be checked against the one trained in one
+process: on one CPU a run's result is a function of its run key, so the table must be the same to the last digit.
+On the way, the first worker is SIGKILLed after its run's first checkpoint, PostgreSQL is restarted, and the driver
+is SIGKILLed and started again: the other worker resumes the killed run from its checkpoint once its lease runs out,
+and nothing is trained twice.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
+from crmlab.runners.rundir import stage_keys
 from crmlab.search.ablation import load_ablation, table_text
 from crmlab.search.served import ablation_run_key, study_name
 from tests.pg import PostgresServer
@@ -27,26 +35,48 @@ pytestmark = pytest.mark.xdist_group("tiny_ablation")
 
 REMOVED = [("no_transformer", 1), ("no_pretraining", 1)]
 LIMIT_S = 300
+HEARTBEAT_S = 2  # a worker silent for 4 heartbeats (8 s) loses its run
 
 
 def _crmlab(*args: str) -> list[str]:
     return [sys.executable, "-m", "crmlab.cli", *args]
 
 
-def _env(home: Path) -> dict[str, str]:
-    home.mkdir(parents=True, exist_ok=True)
+def _machine(folder: Path) -> dict[str, object]:
+    """``Popen`` arguments of a process on its own "machine": its own working and temporary folders."""
+    (folder / "tmp").mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRMLAB_")}
-    env.update(TMPDIR=str(home), CRMLAB_CACHE=str(home / "cache"), TF_CPP_MIN_LOG_LEVEL="2")
-    return env
+    env.update(TMPDIR=str(folder / "tmp"), CRMLAB_CACHE=str(folder / "cache"), TF_CPP_MIN_LOG_LEVEL="2")
+    return {"cwd": folder, "env": env, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
 
 
-def _env_home(folder: Path) -> Path:
-    """A machine's own working folder (created)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+def _until(what: str, check: Callable[[], object], procs: list[subprocess.Popen[str]]) -> object:
+    deadline = time.monotonic() + LIMIT_S
+    while time.monotonic() < deadline:
+        for p in procs:
+            assert p.poll() is None, f"a process ended while waiting for {what}: {p.args}\n{p.communicate()[0]}"
+        found = check()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_two_workers_train_a_driven_ablation_to_the_local_result(
+def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        storage = optuna.storages.RDBStorage(url, skip_table_creation=True)
+    except Exception:  # the server is restarting
+        return []
+    try:
+        return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=True)
+    except Exception:
+        return []
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
+
+
+def test_two_workers_train_a_driven_ablation_to_the_local_result_through_kills_and_a_database_restart(
     tiny_ablation: TrainedAblation, postgres_server: PostgresServer, tmp_path: Path
 ) -> None:
     url = postgres_server.create_database("served_ablation")
@@ -57,70 +87,62 @@ def test_two_workers_train_a_driven_ablation_to_the_local_result(
     for name, seed in REMOVED:
         keys[(name, seed)] = ablation_run_key(ablation, name, seed)
         shutil.rmtree(runs / keys[(name, seed)])
+        v = ablation.variant(name)
+        pretrain = stage_keys(v.graph, ablation.run_recipe(name, seed), ablation.datasets, 1)[0]
+        shutil.rmtree(runs / "_stages" / pretrain, ignore_errors=True)  # the run trains 2 stages: a checkpoint between
     sets = [a for o in TINY_OVERRIDES for a in ("--set", o)]
-    driver = subprocess.Popen(
-        _crmlab(
-            "ablate",
-            str(TINY_ABLATION),
-            *sets,
-            "--storage",
-            url,
-            "--jobs",
-            "0",
-            "--runs-dir",
-            str(runs),
-            "--no-mlflow",
-            "--heartbeat",
-            "1",
-        ),
-        cwd=tmp_path,
-        env=_env(tmp_path / "driver"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    workers = [
-        subprocess.Popen(
-            _crmlab("worker", "--storage", url, "--exit-when-idle", "20"),
-            cwd=_env_home(tmp_path / f"machine{i}"),
-            env=_env(tmp_path / f"machine{i}" / "tmp"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(2)
-    ]
+    drive = _crmlab(
+        "ablate", str(TINY_ABLATION), *sets, "--storage", url, "--jobs", "0", "--runs-dir", str(runs), "--no-mlflow",
+        "--heartbeat", str(HEARTBEAT_S),
+    )  # fmt: skip
+    serve = _crmlab("worker", "--storage", url, "--exit-when-idle", "60")
+    study = study_name(ablation)
+    started = time.monotonic()
+    driver = subprocess.Popen(drive, **_machine(tmp_path / "driver"))
+    first = subprocess.Popen(serve, **_machine(tmp_path / "machine0"))
+    procs = [driver, first]
     try:
+        claimed = _until(
+            "the first worker's claim",
+            lambda: [t for t in _trials(url, study) if f":{first.pid}" in t.user_attrs.get("crmlab.host", "")],
+            procs,
+        )
+        second = subprocess.Popen(serve, **_machine(tmp_path / "machine1"))
+        procs.append(second)
+        killed_key = claimed[0].user_attrs["crmlab.run_key"]
+        state = runs / killed_key / "state.json"
+        _until("the first checkpoint", lambda: state.exists() and json.loads(state.read_text())["stage"] >= 1, procs)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        postgres_server.restart()
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        driver = subprocess.Popen(drive, **_machine(tmp_path / "driver"))
+        procs = [driver, second]
         out, _ = driver.communicate(timeout=LIMIT_S)
+        took = time.monotonic() - started
     finally:
-        for w in workers:
-            if w.poll() is None:
-                w.terminate()
-        logs = [w.communicate(timeout=60)[0] for w in workers]
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        logs = [p.communicate(timeout=60)[0] or "" for p in procs if p is not driver]
     assert driver.returncode == 0, out + "\n".join(logs)
     assert table_text(tiny_ablation.rows) in out, out
+    print(f"two workers, a kill, a database restart, a driver restart: {took:.1f} s")
 
-    storage = optuna.storages.RDBStorage(url)
-    study = optuna.load_study(study_name=study_name(ablation), storage=storage)
-    trials = study.get_trials(deepcopy=False)
-    assert sorted(t.user_attrs["crmlab.run_key"] for t in trials) == sorted(keys.values())
-    assert all(t.state == TrialState.COMPLETE for t in trials), [t.state for t in trials]
-    hosts = {t.user_attrs["crmlab.host"] for t in trials}
-    assert len(hosts) == 2, f"both workers should have trained one run each: {hosts}\n" + "\n".join(logs)
+    trials = _trials(url, study)
+    complete = sorted(t.user_attrs["crmlab.run_key"] for t in trials if t.state == TrialState.COMPLETE)
+    assert complete == sorted(keys.values()), [(t.number, t.state, t.user_attrs) for t in trials]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert [t.user_attrs["crmlab.run_key"] for t in failed] == [killed_key], "only the killed run failed, once"
+    (retried,) = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs["crmlab.run_key"] == killed_key]
+    assert retried.user_attrs["crmlab.resumed_from"].startswith("stage 1"), retried.user_attrs
+    assert f":{second.pid}" in retried.user_attrs["crmlab.host"]
+    assert len(trials) == 3
     for key in keys.values():
-        assert (runs / key / "state.json").exists()
-    storage.remove_session()
+        assert json.loads((runs / key / "state.json").read_text())["finished"]
 
-    again = subprocess.run(
-        _crmlab(
-            "ablate", str(TINY_ABLATION), *sets, "--storage", url, "--jobs", "0", "--runs-dir", str(runs), "--no-mlflow"
-        ),
-        cwd=tmp_path,
-        env=_env(tmp_path / "driver"),
-        capture_output=True,
-        text=True,
-        timeout=LIMIT_S,
-    )
-    assert again.returncode == 0, again.stderr
+    again = subprocess.run(drive, **{**_machine(tmp_path / "driver"), "timeout": LIMIT_S})
+    assert again.returncode == 0, again.stdout
     assert "in the queue" not in again.stdout, "a finished study enqueues nothing"
-    assert len(optuna.load_study(study_name=study_name(ablation), storage=url).trials) == 2
+    assert len(_trials(url, study)) == 3

@@ -9,6 +9,7 @@ from crmlab import (
     dashboard,
     interpret,
     options,
+    queue_cmd,
     runs,
     search_cmd,
     spec_cmd,
@@ -35,4 +36,5 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_parser(sub)
     dashboard.add_parser(sub)
     worker_cmd.add_parser(sub)
+    queue_cmd.add_parser(sub)
     return parser

@@ -22,6 +22,7 @@ from typing import Any
 from crmlab.registry import CrmlabError
 
 __all__ = [
+    "DRAINED_ATTR",
     "KIND_ATTR",
     "MARKER",
     "STUDY_PREFIX",
@@ -35,6 +36,8 @@ __all__ = [
 
 STUDY_PREFIX = "crmlab-ablation:"
 """Optuna study names of served ablations: this prefix and the ablation's study key."""
+DRAINED_ATTR = "crmlab.drained"
+"""The study user attribute ``crmlab queue --drain`` sets: workers claim no more of its runs."""
 KIND_ATTR = "crmlab.served"
 """The study user attribute that holds a served study's :class:`Record` (as a dict)."""
 MARKER = ".crmlab-runs-id"
@@ -45,6 +48,7 @@ MARKER = ".crmlab-runs-id"
 class Record:
     """What the driver of a served ablation stores for its workers (JSON-able)."""
 
+    name: str
     study_path: str
     study_hash: str
     overrides: list[str]

@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 
 from crmlab.registry import CrmlabError
 from crmlab.runners.parallel import Slot
-from crmlab.search.served._record import KIND_ATTR, Record, check_record, redact
+from crmlab.search.served._record import DRAINED_ATTR, KIND_ATTR, Record, check_record, redact
 from crmlab.search.served._retry import retrying
 from crmlab.search.storage import Heartbeat, check_storage_url, open_storage
 
@@ -108,7 +108,7 @@ def _claim(storage: Any, checked: set[int], backend: str) -> Claim | None:
     """Take the oldest enqueued trial of any served study (checking each study's record once), or None."""
     for frozen in storage.get_all_studies():
         attr = frozen.user_attrs.get(KIND_ATTR)
-        if attr is None:
+        if attr is None or frozen.user_attrs.get(DRAINED_ATTR):
             continue
         record = Record.from_attr(attr)
         if frozen._study_id not in checked:

@@ -43,10 +43,10 @@ def _place(args: argparse.Namespace) -> AbstractContextManager[None]:
     from crmlab.runners.parallel import accelerators_hidden, detect_gpus, placement_text, plan_slots
 
     if args.workers == 0:
-        if getattr(args, "command", None) != "ablate" or not getattr(args, "storage", None):
+        if getattr(args, "command", None) not in ("ablate", "search") or not getattr(args, "storage", None):
             raise CrmlabError(
-                f"crmlab {args.command}: --jobs 0: only with crmlab ablate --storage URL (drive only: crmlab worker "
-                "processes train)"
+                f"crmlab {args.command}: --jobs 0: only with --storage URL on ablate and search (drive only: crmlab "
+                "worker processes train)"
             )
         args.slots = []
         return nullcontext()

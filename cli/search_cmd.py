@@ -20,6 +20,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     model_registry.check_options(args)
     search = load_search(args.study, args.set)
     doc = search.doc
+    publish = None
+    if not args.slots:  # --jobs 0: drive only, crmlab worker processes train
+        from crmlab.search.served import search_publisher
+
+        publish = search_publisher(search, runs_dir, args.storage, args.tracking_uri)
     search_options = SearchOptions(
         tracking_uri=args.tracking_uri,
         mlflow=not args.no_mlflow,
@@ -27,6 +32,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         workers=len(args.slots),
         slots=args.slots,
         progress=_silent if args.quiet else _progress,
+        publish=publish,
     )
     backend = BACKENDS[doc.backend]()
     backend.check_options(search_options)

@@ -6,13 +6,16 @@ from crmlab.registry import lazy_exports
 __all__ = [
     "BACKENDS",
     "CANONICAL_ATTR",
+    "PARENT_ATTR",
     "Search",
     "SearchOptions",
     "best_row",
+    "budget_used",
     "check_export_path",
     "export_best_trial",
     "load_search",
     "run_optuna",
+    "serve_search",
 ]
 
 __getattr__, __dir__ = lazy_exports(
@@ -20,12 +23,15 @@ __getattr__, __dir__ = lazy_exports(
     {
         "BACKENDS": "backends",
         "CANONICAL_ATTR": "_optuna_study",
+        "PARENT_ATTR": "_optuna_study",
         "Search": "_study",
         "SearchOptions": "backends._base",
         "best_row": "_leaderboard",
+        "budget_used": "_optuna_budget",
         "check_export_path": "_export",
         "export_best_trial": "_export",
         "load_search": "_study",
         "run_optuna": "backends._optuna",
+        "serve_search": "backends._optuna",
     },
 )

@@ -87,6 +87,7 @@ class QueueDriver:
             return self._study
         backend = os.environ.get("KERAS_BACKEND", "tensorflow")
         record = Record(
+            kind="ablation",
             name=self.ablation.doc.name,
             study_path=str(Path(self.ablation.path).resolve()),
             study_hash=file_hash(Path(self.ablation.path)),

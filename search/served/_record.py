@@ -35,7 +35,8 @@ __all__ = [
 ]
 
 STUDY_PREFIX = "crmlab-ablation:"
-"""Optuna study names of served ablations: this prefix and the ablation's study key."""
+"""Optuna study names of served ablations: this prefix and the ablation's study key (a search's study is named
+after the search, as without workers)."""
 DRAINED_ATTR = "crmlab.drained"
 """The study user attribute ``crmlab queue --drain`` sets: workers claim no more of its runs."""
 KIND_ATTR = "crmlab.served"
@@ -46,8 +47,10 @@ MARKER = ".crmlab-runs-id"
 
 @dataclass(frozen=True)
 class Record:
-    """What the driver of a served ablation stores for its workers (JSON-able)."""
+    """What the driver of a served study stores for its workers (JSON-able). ``kind``: ``ablation`` (its runs are
+    enqueued trials) or ``search`` (workers sample trials until ``budget`` is used)."""
 
+    kind: str
     name: str
     study_path: str
     study_hash: str
@@ -62,6 +65,7 @@ class Record:
     driver_host: str
     storage_scheme: str
     heartbeat_interval: int
+    budget: int | None = None
 
     def to_attr(self) -> dict[str, Any]:
         return asdict(self)

@@ -35,7 +35,7 @@ from crmlab.search.served._record import DRAINED_ATTR, KIND_ATTR, Record, check_
 from crmlab.search.served._retry import retrying
 from crmlab.search.storage import Heartbeat, check_storage_url, open_storage
 
-__all__ = ["Claim", "serve", "serve_slots", "start_workers", "stop_workers"]
+__all__ = ["Claim", "SearchWork", "serve", "serve_slots", "start_workers", "stop_workers"]
 
 IDLE_POLL_MAX_S = 30.0
 """The longest wait between two looks at an empty queue (the wait doubles from 1 s)."""
@@ -94,7 +94,10 @@ def serve(url: str, exit_when_idle: float | None = None, log: Callable[[str], No
                 time.sleep(delay)
                 delay = min(2 * delay, IDLE_POLL_MAX_S)
                 continue
-            failures += not _train(storage, claim, backend, log)
+            if isinstance(claim, SearchWork):
+                _search(url, claim, log)
+            else:
+                failures += not _train(storage, claim, backend, log)
             idle_since, delay = time.monotonic(), 1.0
     except HandBack as why:
         log(f"worker {os.getpid()}: {why}: leaving")
@@ -104,8 +107,19 @@ def serve(url: str, exit_when_idle: float | None = None, log: Callable[[str], No
             signal.signal(sig, handler)
 
 
-def _claim(storage: Any, checked: set[int], backend: str) -> Claim | None:
-    """Take the oldest enqueued trial of any served study (checking each study's record once), or None."""
+@dataclass
+class SearchWork:
+    """A served search with trials left to sample or waiting to be retried."""
+
+    name: str
+    record: Record
+
+
+def _claim(storage: Any, checked: set[int], backend: str) -> Claim | SearchWork | None:
+    """Take the oldest enqueued trial of any served ablation, or a served search with trials left (checking each
+    study's record once), or None."""
+    from crmlab.search.arch import budget_used
+
     for frozen in storage.get_all_studies():
         attr = frozen.user_attrs.get(KIND_ATTR)
         if attr is None or frozen.user_attrs.get(DRAINED_ATTR):
@@ -114,6 +128,12 @@ def _claim(storage: Any, checked: set[int], backend: str) -> Claim | None:
         if frozen._study_id not in checked:
             check_record(record, frozen.study_name, backend)
             checked.add(frozen._study_id)
+        if record.kind == "search":
+            trials = storage.get_all_trials(frozen._study_id, deepcopy=False)
+            waiting = any(t.state == TrialState.WAITING for t in trials)
+            if waiting or budget_used(trials) < (record.budget or 0):
+                return SearchWork(frozen.study_name, record)
+            continue
         study = optuna.load_study(study_name=frozen.study_name, storage=storage)
         optuna.storages.fail_stale_trials(study)
         for trial in storage.get_all_trials(frozen._study_id, deepcopy=False, states=(TrialState.WAITING,)):
@@ -125,6 +145,22 @@ def _claim(storage: Any, checked: set[int], backend: str) -> Claim | None:
                     storage.set_trial_user_attr(trial._trial_id, "crmlab.resumed_from", progress)
                 return Claim(study, trial._trial_id, trial.number, dict(trial.user_attrs), record)
     return None
+
+
+def _search(url: str, work: SearchWork, log: Callable[[str], None]) -> None:
+    """Sample and train the search's trials until its budget is used (Optuna's loop, as a local search worker)."""
+    from crmlab.search.arch import serve_search
+
+    rec = work.record
+    log(f"{work.name}: serving the search")
+    serve_search(
+        rec.study_path,
+        rec.overrides,
+        url,
+        rec.runs_dir,
+        rec.tracking_uri,
+        progress=lambda line: log(f"{work.name}: {line}"),
+    )
 
 
 def _progress(run_dir: Path) -> str:
@@ -275,7 +311,15 @@ def serve_slots(url: str, slots: Sequence[Slot], exit_when_idle: float | None, b
     """Run one worker process per slot until they all leave; SIGTERM and Ctrl-C are passed on to them. Returns the
     worst exit status."""
     procs = start_workers(url, slots, exit_when_idle, backend)
+
+    def stop(signum: int, frame: Any) -> None:
+        raise HandBack(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         return max(p.wait() for p in procs)
     except BaseException:
         return stop_workers(procs)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

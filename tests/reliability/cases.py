@@ -454,7 +454,7 @@ CASES: list[Case] = [
     ),
     Case("backend-unknown", "train", "crmlab train: --backend", "invalid choice", flags=("--backend", "torch")),
     Case("verbose-out-of-range", "train", "crmlab train: --verbose", "invalid choice", flags=("--verbose", "7")),
-    Case("jobs-zero", "ablate", "crmlab ablate: --jobs 0", "only with crmlab ablate --storage", flags=("--jobs", "0")),
+    Case("jobs-zero", "ablate", "crmlab ablate: --jobs 0", "only with --storage URL", flags=("--jobs", "0")),
     Case("jobs-not-a-number", "ablate", "crmlab ablate: --jobs", "positive integer", flags=("--jobs", "two")),
     # ---------------------------------------------------------------------------------------- graph specs
     Case(

@@ -45,6 +45,7 @@ class SearchOptions:
         ``workers``
             processes that inherit this process's devices.
         progress: called with each progress line.
+        publish: with ``workers`` = 0 (Optuna only), offers the opened study to ``crmlab worker`` processes.
     """
 
     tracking_uri: str | None = None
@@ -53,6 +54,7 @@ class SearchOptions:
     workers: int = 1
     slots: Sequence[Slot] = ()
     progress: Callable[[str], None] = print
+    publish: Callable[[Any], None] | None = None
 
 
 @dataclass

@@ -277,10 +277,11 @@ class KerasTunerBackend(SearchBackend):
 
     def check_options(self, options: SearchOptions) -> None:
         """``--storage`` and ``--jobs`` are Optuna's."""
-        if options.storage or options.workers > 1:
+        if options.storage or options.workers != 1:
             flag = "--storage" if options.storage else "--jobs"
             raise CrmlabError(
-                f"{flag}: only with backend: optuna (keras_tuner distributes with KERASTUNER_* variables)"
+                f"{flag}: only with backend: optuna (a keras_tuner search stays on one machine: its chief holds the "
+                "oracle in memory, with no lease a worker on another machine could be recovered by)"
             )
 
     def connect(self, search: Search, runs_dir: Path, options: SearchOptions) -> None:

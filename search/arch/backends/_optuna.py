@@ -17,7 +17,7 @@ import multiprocessing
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from crmlab.search.arch._trial import StopTrial, open_parent_run, run_trial, tra
 from crmlab.search.arch.backends._base import SearchBackend, SearchOptions, SearchRun, finish_search
 from crmlab.search.storage import check_storage_url, default_storage, open_storage
 
-__all__ = ["OptunaBackend", "TrialFailed", "run_optuna", "work"]
+__all__ = ["OptunaBackend", "TrialFailed", "run_optuna", "serve_search", "work"]
 
 
 class TrialFailed(Exception):
@@ -171,6 +171,46 @@ def _worker_main(args: tuple[str, list[str], str, str, str | None, str | None, i
     )
 
 
+def serve_search(
+    path: str, overrides: list[str], storage_url: str, runs_dir: str, uri: str | None, progress: Any = print
+) -> None:
+    """Work on a search driven elsewhere (``crmlab search --jobs 0``, served to ``crmlab worker``): canonical first
+    if no worker has trained it yet (a second worker doing the same waits on the run's lock and reuses it), then trials
+    until the budget is used and no trial is running. Each worker samples with its own seed."""
+    import_keras_quietly()
+    search = load_search(path, overrides, assemble=False)
+    storage = open_storage(storage_url, Path(runs_dir), search.doc.optuna.heartbeat)
+    study = open_study(search, storage, worker=os.getpid())
+    parent = study.user_attrs.get(PARENT_ATTR)
+    canonical = _canonical(search, study, Path(runs_dir), uri, parent, None)
+    work(search, study, Path(runs_dir), uri, parent, canonical, progress)
+
+
+def _wait_for_workers(search: Search, study: optuna.Study, progress: Any) -> dict:
+    """Drive without training (``--jobs 0``): wait until workers have trained canonical and used the trial budget,
+    with no trial running or waiting, failing stale trials (Optuna retries them); report each finished trial once.
+    Returns canonical's record."""
+    seen: set[int] = set()
+    canonical = None
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        if canonical is None:
+            canonical = study.user_attrs.get(CANONICAL_ATTR)
+            if canonical is not None:
+                progress(f"{CANONICAL}: {search.metric} = {canonical['value']:.4f}")
+        trials = study.get_trials(deepcopy=False)
+        for t in trials:
+            if t.state.is_finished() and t.number not in seen and not t.user_attrs.get(SURPLUS_ATTR):
+                seen.add(t.number)
+                value = f"{t.value:.4f}" if t.value is not None else "-"
+                where = t.user_attrs.get("worker", "?")
+                progress(f"trial {t.number}: {t.state.name.lower()} {search.metric}={value} {t.params} ({where})")
+        busy = any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
+        if canonical is not None and budget_used(trials) >= search.doc.trials and not busy:
+            return canonical
+        time.sleep(min(search.doc.optuna.heartbeat.interval, 2))
+
+
 def _run_workers(study: tuple[Any, ...], slots: Sequence[Slot], progress: Any) -> None:
     """One worker process per slot, each started with its slot's devices; a worker that dies is reported and its
     slot gets a new one (which retries the dead worker's trial once its heartbeat is stale), at most twice per
@@ -209,11 +249,14 @@ def run_optuna(
     mlflow: bool = True,
     progress: Any = print,
     slots: Sequence[Slot] = (),
+    publish: Callable[[optuna.Study], None] | None = None,
 ) -> tuple[optuna.Study, list[TrialRow], dict]:
     """Canonical first, then the trials (in this process, or ``workers`` spawned processes, each on its slot of
     ``slots`` when given: :mod:`crmlab.runners.parallel._placement`); returns the study, its leaderboard rows and
     canonical's
-    record (``value``, ``tests`` metrics, ``run_key``). With several workers canonical trains on the first one."""
+    record (``value``, ``tests`` metrics, ``run_key``). With several workers canonical trains on the first one. With
+    ``workers`` = 0 this process trains nothing: ``publish(study)`` (called once the study and its MLflow parent run
+    exist) offers the study to ``crmlab worker`` processes (:func:`serve_search`), and this process waits for them."""
     storage = open_storage(storage_url, runs_dir, search.doc.optuna.heartbeat)
     study = open_study(search, storage)
     parent = None
@@ -225,6 +268,12 @@ def run_optuna(
     owner = Owner(search.doc.name, "search", search.key)
     record_study(runs_dir, owner, "start")
     try:
+        if publish is not None:
+            publish(study)
+        if workers == 0:
+            canonical = _wait_for_workers(search, study, progress)
+            rows = finish_search(search, runs_dir, tracker, lambda: trial_rows(study), canonical)
+            return study, rows, canonical
         slots = list(slots) or [Slot(i) for i in range(workers)]
         canonical = _canonical(search, study, runs_dir, tracking_uri, parent, slots[0] if workers > 1 else None)
         progress(f"{CANONICAL}: {search.metric} = {canonical['value']:.4f}")
@@ -263,6 +312,7 @@ class OptunaBackend(SearchBackend):
             options.mlflow,
             options.progress,
             options.slots,
+            options.publish,
         )
         return SearchRun(rows, canonical, study)
 

@@ -1,5 +1,6 @@
-"""Distributed and killed searches: 3 worker processes on a real PostgreSQL server with one worker SIGKILLed
-mid-trial, and a single-process search on the embedded SQLite store SIGKILLed and run again."""
+"""Distributed and killed searches: a driver (``--jobs 0``) and ``crmlab worker`` processes on two "machines" on a
+real PostgreSQL server with one worker SIGKILLed mid-trial, and a single-process search on the embedded SQLite store
+SIGKILLed and run again."""
 
 from __future__ import annotations
 
@@ -106,26 +107,41 @@ def _check_no_epoch_twice(runs: Path) -> None:
             assert epochs == sorted(set(epochs)), f"{state}: {stage} epochs {epochs}"
 
 
-def test_three_workers_on_postgresql_survive_a_worker_killed_mid_trial(
+def test_a_driven_search_is_served_by_workers_on_two_machines_and_survives_a_killed_one(
     postgres_server: PostgresServer, tmp_path: Path
 ) -> None:
+    """``crmlab search --storage URL --jobs 0`` trains nothing; ``crmlab worker --jobs 2`` on one "machine" and
+    ``crmlab worker`` on another (their own working and temporary folders) sample and train its trials. A worker
+    process SIGKILLed mid-trial loses its lease: the trial is retried with the same parameters by another one, and
+    the trial count is exact."""
     url = postgres_server.create_database("search_workers")
     runs, mlflow_db = tmp_path / "runs", tmp_path / "mlflow.db"
-    args = ["--storage", url, "--jobs", "3", "--set", f"trials={TRIALS}", *SHORT]
+    args = ["--storage", url, "--jobs", "0", "--set", f"trials={TRIALS}", *SHORT]
     args += ["--runs-dir", str(runs), "--tracking-uri", f"sqlite:///{mlflow_db}"]
-    proc = subprocess.Popen(_command(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = subprocess.Popen(_command(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    workers = []
+    for i, jobs in enumerate(("2", "1")):
+        home = tmp_path / f"machine{i}"
+        (home / "tmp").mkdir(parents=True)
+        env = {**os.environ, "TMPDIR": str(home / "tmp")}
+        cmd = [sys.executable, "-m", "crmlab.cli", "worker", "--storage", url, "--jobs", jobs, "--exit-when-idle", "60"]
+        workers.append(subprocess.Popen(cmd, cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
     try:
-        victim = _wait_for_running_trial(url, proc)
+        victim = _wait_for_running_trial(url, driver)
         pid = victim.user_attrs["worker_pid"]
-        assert pid != proc.pid  # a worker process, not the parent
+        assert pid not in (driver.pid, *(w.pid for w in workers[:1])), "a worker process trains, not a driver"
         os.kill(pid, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=900)
+        out, _ = driver.communicate(timeout=900)
     finally:
-        proc.kill()
-    assert proc.returncode == 0, out
-    assert "its worker process died from SIGKILL" in out and "its trial is retried" in out
+        driver.kill()
+        for w in workers:
+            w.terminate()  # the study is done: each hands back nothing and leaves
+        logs = [w.communicate(timeout=60)[0].decode() for w in workers]
+    assert driver.returncode == 0, out + "\n".join(logs)
+    assert "trial" in out and "canonical" in out
     trials = _check_complete(url, victim.number)
-    assert len({t.user_attrs["worker_pid"] for t in trials if t.state == TrialState.COMPLETE}) >= 2
+    pids = {t.user_attrs["worker_pid"] for t in trials if t.state == TrialState.COMPLETE}
+    assert len(pids) >= 2, "\n".join(logs)
     _check_no_epoch_twice(runs)
     client = MlflowClient(f"sqlite:///{mlflow_db}")
     exp = client.get_experiment_by_name("tiny_search")

@@ -14,6 +14,7 @@ from crmlab.cli import main
 from crmlab.search.served import Record, cancel_study, drain_study, queue_rows, queue_text, serve
 
 RECORD = Record(
+    kind="ablation",
     name="tiny",
     study_path="/shared/tiny.yaml",
     study_hash="0" * 16,

@@ -21,6 +21,7 @@ def record(tmp_path: Path) -> Record:
     study.write_text("kind: ablation\n")
     runs = tmp_path / "runs"
     return Record(
+        kind="ablation",
         name="tiny",
         study_path=str(study),
         study_hash=file_hash(study),

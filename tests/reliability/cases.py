@@ -455,6 +455,16 @@ CASES: list[Case] = [
     Case("backend-unknown", "train", "crmlab train: --backend", "invalid choice", flags=("--backend", "torch")),
     Case("verbose-out-of-range", "train", "crmlab train: --verbose", "invalid choice", flags=("--verbose", "7")),
     Case("jobs-zero", "ablate", "crmlab ablate: --jobs 0", "only with --storage URL", flags=("--jobs", "0")),
+    Case(
+        "ablate-storage-unreachable-password-hidden",
+        "ablate",
+        "--storage",
+        "cannot use postgresql://u:***@127.0.0.1:1/db",
+        flags=("--storage", "postgresql://u:s3cret@127.0.0.1:1/db", "--jobs", "0"),
+    ),
+    Case(
+        "ablate-storage-unknown-scheme", "ablate", "--storage", "'nosuch://x': use", flags=("--storage", "nosuch://x")
+    ),
     Case("jobs-not-a-number", "ablate", "crmlab ablate: --jobs", "positive integer", flags=("--jobs", "two")),
     # ---------------------------------------------------------------------------------------- graph specs
     Case(

@@ -9,6 +9,7 @@ worker refuses, in one line, the set-ups that corrupt or lose results (:func:`ch
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -27,9 +28,11 @@ __all__ = [
     "MARKER",
     "STUDY_PREFIX",
     "Record",
+    "check_locking",
     "check_record",
     "code_fingerprint",
     "file_hash",
+    "filesystem_type",
     "redact",
     "runs_marker",
 ]
@@ -139,6 +142,45 @@ def redact(url: str | None) -> str:
         return url
 
 
+def filesystem_type(path: Path) -> str:
+    """The type of the file system holding ``path`` (``nfs4``, ``ext4``, ...) from ``/proc/mounts``; ``""`` if
+    unknown."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return ""
+    target, best = str(Path(path).resolve()), ("", "")
+    for line in mounts:
+        fields = line.split()
+        if len(fields) >= 3:
+            point = fields[1].replace("\\040", " ")
+            if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) > len(best[0]):
+                best = (point, fields[2])
+    return best[1]
+
+
+def check_locking(runs_dir: Path) -> None:
+    """Check that ``flock`` works in the runs folder: each run's lock is an ``flock`` on a file there, which is what
+    keeps two workers from training one run folder at once. A mount without locks (NFS ``nolock``, some FUSE file
+    systems) fails it here and is refused; on NFS, locks across machines also need a working lock service (NFSv4, or
+    NFSv3 with lockd), which no single machine can check: the README says so.
+
+    Raises:
+        CrmlabError: ``flock`` fails in ``runs_dir``.
+    """
+    probe = Path(runs_dir) / ".crmlab-lock-probe"
+    try:
+        with open(probe, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    except OSError as exc:
+        kind = filesystem_type(Path(runs_dir)) or "this file system"
+        raise CrmlabError(
+            f"runs folder {runs_dir}: flock fails on {kind} ({exc.strerror}): the run lock cannot work; mount it "
+            "with locking (NFSv4, or NFSv3 with lockd; not nolock)"
+        ) from None
+
+
 def check_record(record: Record, name: str, backend: str) -> None:
     """Refuse, in one line naming what to fix, a worker whose set-up would corrupt or lose the study's results.
 
@@ -167,6 +209,7 @@ def check_record(record: Record, name: str, backend: str) -> None:
         raise CrmlabError(
             f"{name}: the runs folder {runs} {what}: mount the driver's runs folder at the same path on every machine"
         )
+    check_locking(runs)
     code = code_fingerprint(backend)
     if code != record.code:
         raise CrmlabError(

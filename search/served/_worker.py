@@ -30,13 +30,15 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from crmlab.registry import CrmlabError
-from crmlab.runners.parallel import Slot
+from crmlab.runners.parallel import Slot, current_slot, is_out_of_memory
 from crmlab.search.served._record import DRAINED_ATTR, KIND_ATTR, Record, check_record, redact
 from crmlab.search.served._retry import retrying
 from crmlab.search.storage import Heartbeat, check_storage_url, open_storage
 
-__all__ = ["Claim", "SearchWork", "serve", "serve_slots", "start_workers", "stop_workers"]
+__all__ = ["EXCLUSIVE_ATTR", "Claim", "SearchWork", "serve", "serve_slots", "start_workers", "stop_workers"]
 
+EXCLUSIVE_ATTR = "crmlab.exclusive"
+"""A trial attribute: the run ran out of memory on a GPU it shared; only a worker with its GPU alone claims it."""
 IDLE_POLL_MAX_S = 30.0
 """The longest wait between two looks at an empty queue (the wait doubles from 1 s)."""
 
@@ -120,6 +122,8 @@ def _claim(storage: Any, checked: set[int], backend: str) -> Claim | SearchWork 
     study's record once), or None."""
     from crmlab.search.arch import budget_used
 
+    slot = current_slot()
+    shared = slot is not None and slot.share > 1
     for frozen in storage.get_all_studies():
         attr = frozen.user_attrs.get(KIND_ATTR)
         if attr is None or frozen.user_attrs.get(DRAINED_ATTR):
@@ -137,6 +141,8 @@ def _claim(storage: Any, checked: set[int], backend: str) -> Claim | SearchWork 
         study = optuna.load_study(study_name=frozen.study_name, storage=storage)
         optuna.storages.fail_stale_trials(study)
         for trial in storage.get_all_trials(frozen._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+            if trial.user_attrs.get(EXCLUSIVE_ATTR) and shared:
+                continue  # it ran out of memory beside other runs: for a worker with its GPU alone
             if storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
                 storage.record_heartbeat(trial._trial_id)
                 storage.set_trial_user_attr(trial._trial_id, "crmlab.host", f"{socket.gethostname()}:{os.getpid()}")
@@ -214,12 +220,16 @@ def _train(storage: Any, claim: Claim, backend: str, log: Callable[[str], None])
             )
         except HandBack:
             stop.set()
-            retrying(lambda: _hand_back(storage, claim))
+            retrying(lambda: _hand_back(storage, claim, "handed back (SIGTERM)"))
             log(f"{label}: handed back (it resumes from its last checkpoint on the next worker)")
             raise
         except (Exception, CrmlabError) as exc:
             stop.set()
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            if is_out_of_memory(exc) and not attrs.get(EXCLUSIVE_ATTR):
+                retrying(lambda: _hand_back(storage, claim, f"out of memory: {reason}", exclusive=True))
+                log(f"{label}: out of memory ({reason}); enqueued again for a worker with its GPU alone")
+                return True
             retrying(lambda: _fail(storage, claim.trial_id, reason))
             log(f"{label}: FAILED: {reason}")
             return False
@@ -266,14 +276,17 @@ def _fail(storage: Any, trial_id: int, reason: str) -> None:
         storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
 
-def _hand_back(storage: Any, claim: Claim) -> None:
-    """Fail the trial and enqueue the same run (same attributes) for the next worker."""
+def _hand_back(storage: Any, claim: Claim, reason: str, exclusive: bool = False) -> None:
+    """Fail the trial (``reason``) and enqueue the same run (same attributes; ``exclusive``: only for a worker that
+    has its GPU alone) for the next worker."""
     try:
-        storage.set_trial_user_attr(claim.trial_id, "crmlab.error", "handed back (SIGTERM)")
+        storage.set_trial_user_attr(claim.trial_id, "crmlab.error", reason)
         storage.set_trial_state_values(claim.trial_id, TrialState.FAIL)
     except UpdateFinishedTrialError:  # its lease ran out meanwhile: Optuna has enqueued it again already
         return
-    attrs = {k: v for k, v in claim.attrs.items() if k not in ("crmlab.host", "crmlab.error")}
+    attrs = {k: v for k, v in claim.attrs.items() if k not in ("crmlab.host", "crmlab.error", "crmlab.resumed_from")}
+    if exclusive:
+        attrs[EXCLUSIVE_ATTR] = True
     claim.study.enqueue_trial({}, user_attrs=attrs)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from crmlab.registry import CrmlabError
 from crmlab.search.served import MARKER, Record, check_record, code_fingerprint, redact
-from crmlab.search.served._record import file_hash, runs_marker
+from crmlab.search.served._record import check_locking, file_hash, filesystem_type, runs_marker
 
 BACKEND = "tensorflow"
 
@@ -80,3 +80,16 @@ def test_passwords_never_appear(record: Record) -> None:
         "postgresql+psycopg2://crm:***@db.lab:5432/crmlab"
     )
     assert "s3cret" not in redact("http://user:s3cret@mlflow.lab:5000")
+
+
+def test_a_runs_folder_without_working_locks_is_refused(record: Record, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import fcntl
+
+    def no_locks(fd: object, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    check_locking(Path(record.runs_dir))
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    assert "flock fails on" in _refusal(record) and "not nolock" in _refusal(record)
+    assert filesystem_type(Path("/")) != ""

@@ -29,7 +29,7 @@ from crmlab.registry import CrmlabError
 from crmlab.runners.rundir import RunResult, data_hashes, finished_result, run_key
 from crmlab.search.ablation import Ablation, SeedPlan
 from crmlab.search.served._record import KIND_ATTR, STUDY_PREFIX, Record, code_fingerprint, file_hash, runs_marker
-from crmlab.search.served._retry import retrying
+from crmlab.search.served._retry import fail_stale, retrying
 from crmlab.search.storage import Heartbeat, check_storage_url, open_storage
 
 __all__ = ["LIVE", "QueueDriver", "ablation_run_key", "study_name"]
@@ -201,7 +201,7 @@ class QueueDriver:
         open_keys = set(todo)
         started: set[str] = set()
         while open_keys:
-            retrying(lambda: optuna.storages.fail_stale_trials(study))
+            retrying(lambda: fail_stale(study))
             trials = retrying(lambda: study.get_trials(deepcopy=False))
             by_key: dict[str, list[Any]] = {}
             for t in trials:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from crmlab.registry import CrmlabError
 
-__all__ = ["DATABASE_PATIENCE_S", "retrying"]
+__all__ = ["DATABASE_PATIENCE_S", "fail_stale", "retrying"]
 
 T = TypeVar("T")
 
@@ -43,3 +44,13 @@ def retrying(call: Callable[[], T], patience: float = DATABASE_PATIENCE_S) -> T:
             print(f"database unreachable ({reason}); retrying in {delay:.0f} s", file=sys.stderr, flush=True)
             time.sleep(delay)
             delay = min(2 * delay, 30.0)
+
+
+def fail_stale(study: Any) -> None:
+    """Optuna's ``fail_stale_trials``: fail the running trials whose worker's heartbeat is older than the grace period
+    (the storage's retry callback enqueues each again); without Optuna's "experimental" warning."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)

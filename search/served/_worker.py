@@ -32,7 +32,7 @@ from optuna.trial import TrialState
 from crmlab.registry import CrmlabError
 from crmlab.runners.parallel import Slot, current_slot, is_out_of_memory
 from crmlab.search.served._record import DRAINED_ATTR, KIND_ATTR, Record, check_record, redact
-from crmlab.search.served._retry import retrying
+from crmlab.search.served._retry import fail_stale, retrying
 from crmlab.search.storage import Heartbeat, check_storage_url, open_storage
 
 __all__ = ["EXCLUSIVE_ATTR", "Claim", "SearchWork", "serve", "serve_slots", "start_workers", "stop_workers"]
@@ -139,7 +139,7 @@ def _claim(storage: Any, checked: set[int], backend: str) -> Claim | SearchWork 
                 return SearchWork(frozen.study_name, record)
             continue
         study = optuna.load_study(study_name=frozen.study_name, storage=storage)
-        optuna.storages.fail_stale_trials(study)
+        fail_stale(study)
         for trial in storage.get_all_trials(frozen._study_id, deepcopy=False, states=(TrialState.WAITING,)):
             if trial.user_attrs.get(EXCLUSIVE_ATTR) and shared:
                 continue  # it ran out of memory beside other runs: for a worker with its GPU alone

@@ -215,23 +215,27 @@ def test_a_study_is_readable_on_an_mlflow_server(
 
 JOBS = ["variants={}", "leave_one_out=[transformer]"]
 """The --jobs tests' runs: canonical and no_transformer (two graphs), seeds 0 and 1 (all four in ``tiny_ablation``)."""
+FINETUNE_ONLY = ("recipe.stages=[{name: finetune, data: random_library, epochs: 1}]",)
+"""The JAX pair's recipe: one stage (it trains its own serial runs, so it need not match ``tiny_ablation``'s)."""
 
 
-def _train_in_two_rounds(monkeypatch: pytest.MonkeyPatch, runs: Path, messages: list[str]) -> dict[Any, Any]:
+def _train_in_two_rounds(
+    monkeypatch: pytest.MonkeyPatch, runs: Path, messages: list[str], extra: tuple[str, ...] = ()
+) -> dict[Any, Any]:
     """``run_ablation(jobs=2)`` twice on one pool of two workers: seed 0, then seeds 0 and 1 (seed 0 found finished).
 
     A round hands its runs to the free workers in order, so canonical goes to worker 0 and no_transformer to worker 1
     both times: in the second round each worker trains its graph again, on the compiled model it kept."""
     from crmlab.runners.parallel import Slot, WorkerPool
-    from crmlab.search.ablation import _runs
+    from crmlab.search.ablation import _runs, run_task
 
-    pool = WorkerPool([Slot(0), Slot(1)], _runs._worker)
+    pool = WorkerPool([Slot(0), Slot(1)], run_task)
     monkeypatch.setattr(_runs, "WorkerPool", lambda slots, entry: pool)  # run_ablation's pool is this one,
     monkeypatch.setattr(pool, "close", lambda: None)  # left open between the calls
     results: dict[Any, Any] = {}
     try:
         for seeds in ("[0]", "[0, 1]"):
-            ablation = load_ablation(TINY_ABLATION, [*JOBS, f"seeds={seeds}"])
+            ablation = load_ablation(TINY_ABLATION, [*JOBS, *extra, f"seeds={seeds}"])
             found, _, _ = run_ablation(ablation, runs, jobs=2, mlflow=False, progress=messages.append)
             results.update(found)
     finally:
@@ -309,11 +313,15 @@ def test_jobs_train_runs_with_the_same_results_on_jax() -> None:
     reason="run on JAX by test_jobs_train_runs_with_the_same_results_on_jax",
 )
 def test_jobs_pair_on_this_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The --jobs runs trained one after another in this process, then in two rounds on two workers: the same bits."""
+    """The --jobs runs trained one after another in this process, then in two rounds on two workers: the same bits.
+    Fine-tuning only: what differs between processes (names, compiled models) is there in one stage as in two."""
     serial, _, _ = run_ablation(
-        load_ablation(TINY_ABLATION, [*JOBS, "seeds=[0, 1]"]), tmp_path / "a", mlflow=False, progress=lambda _: None
+        load_ablation(TINY_ABLATION, [*JOBS, *FINETUNE_ONLY, "seeds=[0, 1]"]),
+        tmp_path / "a",
+        mlflow=False,
+        progress=lambda _: None,
     )
     messages: list[str] = []
-    parallel = _train_in_two_rounds(monkeypatch, tmp_path / "b", messages)
+    parallel = _train_in_two_rounds(monkeypatch, tmp_path / "b", messages, FINETUNE_ONLY)
     _check_rounds(messages, parallel)
     _assert_same_bits(parallel, serial)

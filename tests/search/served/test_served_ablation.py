@@ -1,12 +1,14 @@
-"""An ablation served to two machines on one CPU: a driver with ``--jobs 0`` and two ``crmlab worker`` processes with
-their own working and temporary folders, on the session's real PostgreSQL server and a shared runs folder.
+"""An adaptive ablation served to two machines on one CPU: a driver with ``--jobs 0`` and two ``crmlab worker``
+processes with their own working and temporary folders, on the session's real PostgreSQL server, a real ``mlflow
+server`` and a shared runs folder.
 
-The runs folder is a copy of the suite's trained tiny ablation with two runs (and their cached pretraining stages)
-removed, so the workers train just those two, and the comparison can be checked against the one trained in one
-process: on one CPU a run's result is a function of its run key, so the table must be the same to the last digit.
-On the way, the first worker is SIGKILLed after its run's first checkpoint, PostgreSQL is restarted, and the driver
-is SIGKILLed and started again: the other worker resumes the killed run from its checkpoint once its lease runs out,
-and nothing is trained twice.
+The runs folder is a copy of the suite's trained tiny ablation with two seed-1 runs (and their cached pretraining
+stages) removed, and the study is made adaptive (``seeds: {initial: 2, max: 3}``) under another name (a new MLflow
+experiment and parent run): the workers train the two removed runs of the first look, the driver decides, and the
+undecided variants get seed 2 in a second look. On one CPU a run's result is a function of its run key, so the
+first look's runs must equal the one-process study's to the last digit. On the way the first worker is SIGKILLed
+after its run's first checkpoint, PostgreSQL is restarted, and the driver is SIGKILLed and started again: the other
+worker resumes the killed run from its checkpoint once its lease runs out, and nothing is trained twice.
 """
 
 from __future__ import annotations
@@ -23,17 +25,20 @@ from pathlib import Path
 
 import optuna
 import pytest
+from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from crmlab.runners.rundir import stage_keys
-from crmlab.search.ablation import load_ablation, table_text
+from crmlab.search.ablation import load_ablation
 from crmlab.search.served import ablation_run_key, study_name
+from tests.mlflow_server import MlflowServer
 from tests.pg import PostgresServer
 from tests.search.conftest import TINY_ABLATION, TINY_OVERRIDES, TrainedAblation
 
 pytestmark = pytest.mark.xdist_group("tiny_ablation")
 
 REMOVED = [("no_transformer", 1), ("no_pretraining", 1)]
+ADAPTIVE = ["seeds={initial: 2, max: 3}", "name=tiny_served"]
 LIMIT_S = 300
 HEARTBEAT_S = 2  # a worker silent for 4 heartbeats (8 s) loses its run
 
@@ -76,13 +81,13 @@ def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
         storage.engine.dispose()
 
 
-def test_two_workers_train_a_driven_ablation_to_the_local_result_through_kills_and_a_database_restart(
-    tiny_ablation: TrainedAblation, postgres_server: PostgresServer, tmp_path: Path
+def test_two_workers_train_a_driven_adaptive_ablation_through_kills_and_a_database_restart(
+    tiny_ablation: TrainedAblation, postgres_server: PostgresServer, mlflow_server: MlflowServer, tmp_path: Path
 ) -> None:
     url = postgres_server.create_database("served_ablation")
     runs = tmp_path / "runs"
     shutil.copytree(tiny_ablation.runs, runs)
-    ablation = load_ablation(TINY_ABLATION, TINY_OVERRIDES, assemble=False)
+    ablation = load_ablation(TINY_ABLATION, [*TINY_OVERRIDES, *ADAPTIVE], assemble=False)
     keys = {}
     for name, seed in REMOVED:
         keys[(name, seed)] = ablation_run_key(ablation, name, seed)
@@ -90,10 +95,10 @@ def test_two_workers_train_a_driven_ablation_to_the_local_result_through_kills_a
         v = ablation.variant(name)
         pretrain = stage_keys(v.graph, ablation.run_recipe(name, seed), ablation.datasets, 1)[0]
         shutil.rmtree(runs / "_stages" / pretrain, ignore_errors=True)  # the run trains 2 stages: a checkpoint between
-    sets = [a for o in TINY_OVERRIDES for a in ("--set", o)]
+    sets = [a for o in (*TINY_OVERRIDES, *ADAPTIVE) for a in ("--set", o)]
     drive = _crmlab(
-        "ablate", str(TINY_ABLATION), *sets, "--storage", url, "--jobs", "0", "--runs-dir", str(runs), "--no-mlflow",
-        "--heartbeat", str(HEARTBEAT_S),
+        "ablate", str(TINY_ABLATION), *sets, "--storage", url, "--jobs", "0", "--runs-dir", str(runs),
+        "--tracking-uri", mlflow_server.url, "--heartbeat", str(HEARTBEAT_S),
     )  # fmt: skip
     serve = _crmlab("worker", "--storage", url, "--exit-when-idle", "60")
     study = study_name(ablation)
@@ -127,22 +132,37 @@ def test_two_workers_train_a_driven_ablation_to_the_local_result_through_kills_a
                 p.terminate()
         logs = [p.communicate(timeout=60)[0] or "" for p in procs if p is not driver]
     assert driver.returncode == 0, out + "\n".join(logs)
-    assert table_text(tiny_ablation.rows) in out, out
-    print(f"two workers, a kill, a database restart, a driver restart: {took:.1f} s")
+    assert "look 2: undecided variants get another seed" in out, out
+    print(f"two workers, two looks, a kill, a database restart, a driver restart: {took:.1f} s")
 
     trials = _trials(url, study)
-    complete = sorted(t.user_attrs["crmlab.run_key"] for t in trials if t.state == TrialState.COMPLETE)
+    look = {n: [t for t in trials if t.user_attrs["crmlab.look"] == n] for n in (1, 2)}
+    complete = sorted(t.user_attrs["crmlab.run_key"] for t in look[1] if t.state == TrialState.COMPLETE)
     assert complete == sorted(keys.values()), [(t.number, t.state, t.user_attrs) for t in trials]
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert [t.user_attrs["crmlab.run_key"] for t in failed] == [killed_key], "only the killed run failed, once"
     (retried,) = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs["crmlab.run_key"] == killed_key]
     assert retried.user_attrs["crmlab.resumed_from"].startswith("stage 1"), retried.user_attrs
     assert f":{second.pid}" in retried.user_attrs["crmlab.host"]
-    assert len(trials) == 3
-    for key in keys.values():
-        assert json.loads((runs / key / "state.json").read_text())["finished"]
+    second_look = {(t.user_attrs["crmlab.variant"], t.user_attrs["crmlab.seed"]) for t in look[2]}
+    assert second_look and all(seed == 2 for _, seed in second_look) and ("canonical", 2) in second_look
+    assert all(t.state == TrialState.COMPLETE for t in look[2])
+    decided = max(t.datetime_complete for t in look[1])
+    assert min(t.number for t in look[2]) > max(t.number for t in look[1])
+    assert all(t.datetime_start >= decided for t in look[2]), "the second look was enqueued before the first ended"
+    assert len({t.user_attrs["crmlab.run_key"] for t in trials}) == len(trials) - 1, "no run trained twice"
+
+    for (name, seed), key in keys.items():  # the first look: the one-process study's runs, to the last digit
+        result = json.loads((runs / key / "result.json").read_text())
+        assert result["test_metrics"] == tiny_ablation.results[(name, seed)].test_metrics, (name, seed)
+    client = MlflowClient(mlflow_server.url)
+    experiment = client.get_experiment_by_name("tiny_served")
+    children = client.search_runs([experiment.experiment_id], "tags.`mlflow.parentRunId` != ''", max_results=100)
+    trained = sorted((r.data.tags["crmlab.variant"], int(r.data.tags["crmlab.seed"])) for r in children)
+    assert trained == sorted([*keys, *second_look]), "one MLflow run per trained run key"
+    assert {r.info.status for r in children} == {"FINISHED"}
 
     again = subprocess.run(drive, **{**_machine(tmp_path / "driver"), "timeout": LIMIT_S})
     assert again.returncode == 0, again.stdout
     assert "in the queue" not in again.stdout, "a finished study enqueues nothing"
-    assert len(_trials(url, study)) == 3
+    assert len(_trials(url, study)) == len(trials)

@@ -6,6 +6,7 @@ no loop overhead at all; the loop also validates every epoch, which the step doe
     python bench/fit_throughput.py                 # canonical CRMnet and quarter width, batch 1024, 3 epochs
     python bench/fit_throughput.py --quick         # eighth width, batch 64, 2 epochs of 8 steps (CI size)
     python bench/fit_throughput.py --precision mixed_bfloat16 --batch-size 2048 --steps-per-execution 8
+    python bench/fit_throughput.py --stages 2    # also the second stage's recompile (pretrain -> fine-tune)
 
 The data are random 112-nt sequences with random values (throughput does not depend on them), 5 % held out for
 the per-epoch validation as a real recipe does. Epoch 1 includes compiling; the loop's rate is the median of the
@@ -47,20 +48,33 @@ def random_dataset(rows: int, length: int = 112, seed: int = 0) -> Dataset:
 
 
 def loop_rate(
-    graph_path: Path, precision: str, batch: int, steps: int, epochs: int, per_execution: int = 1
+    graph_path: Path, precision: str, batch: int, steps: int, epochs: int, per_execution: int = 1, stages: int = 1
 ) -> dict[str, float]:
-    """Train ``epochs`` epochs of ``steps`` steps through :func:`train_run`; returns the first epoch's seconds, the
-    later epochs' median seconds and sequences per second (training rows / epoch seconds)."""
+    """Train ``stages`` stages of ``epochs`` epochs of ``steps`` steps through :func:`train_run`, every stage on the
+    same data (as pretrain -> fine-tune would, on other data); returns the first epoch's seconds, the median seconds
+    of the epochs that are not a stage's first, sequences per second (training rows / that median) and, with
+    ``stages`` > 1, ``stage_recompile_s``: the largest excess of a later stage's first epoch over that median (the
+    time a stage spends compiling again, if it does)."""
     graph = resolve_graph(load_graph(graph_path))
     train_rows = steps * batch
     rows = round(train_rows / (1 - HOLD_OUT))
-    stage = Stage(name="fit", data="bench", split=Split(method="random", validation_fraction=HOLD_OUT), epochs=epochs)
-    recipe = Recipe(precision=precision, batch_size=batch, steps_per_execution=per_execution, stages=[stage])
+    split = Split(method="random", validation_fraction=HOLD_OUT)
+    names = ["fit"] if stages == 1 else [f"fit{i + 1}" for i in range(stages)]
+    recipe = Recipe(
+        precision=precision,
+        batch_size=batch,
+        steps_per_execution=per_execution,
+        stages=[Stage(name=name, data="bench", split=split, epochs=epochs) for name in names],
+    )
     with tempfile.TemporaryDirectory() as runs:
         result = train_run(graph, recipe, {"bench": random_dataset(rows)}, {}, Path(runs), verbose=0)
-    seconds = [h["seconds"] for h in result.history]
-    steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
-    return {"first_epoch_s": seconds[0], "epoch_s": steady, "seq_per_s": train_rows / steady}
+    by_stage = [[h["seconds"] for h in result.history if h["stage"] == name] for name in names]
+    later = [s for seconds in by_stage for s in seconds[1:]]
+    steady = statistics.median(later) if later else by_stage[0][0]
+    rate = {"first_epoch_s": by_stage[0][0], "epoch_s": steady, "seq_per_s": train_rows / steady}
+    if stages > 1:
+        rate["stage_recompile_s"] = max(seconds[0] for seconds in by_stage[1:]) - steady
+    return rate
 
 
 def step_rate(graph_path: Path, precision: str, batch: int, steps: int) -> tuple[float, int]:
@@ -81,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="epochs (default 3; quick 2)")
     parser.add_argument("--precision", default="float32", help="Keras dtype policy")
     parser.add_argument("--steps-per-execution", type=int, default=1, help="recipe.steps_per_execution of the loop")
+    parser.add_argument("--stages", type=int, default=1, help="stages of --epochs each (2: the stage recompile too)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/fit_throughput.csv", help="CSV file")
     args = parser.parse_args(argv)
 
@@ -93,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         path = ROOT / specs[name]
         step, parameters = step_rate(path, args.precision, batch, steps)
-        loop = loop_rate(path, args.precision, batch, steps, epochs, args.steps_per_execution)
+        loop = loop_rate(path, args.precision, batch, steps, epochs, args.steps_per_execution, args.stages)
         rows.append(
             {
                 "model": name,
@@ -110,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                 "loop_vs_step": round(loop["seq_per_s"] / step, 3),
             }
         )
+        if "stage_recompile_s" in loop:
+            rows[-1]["stage_recompile_s"] = round(loop["stage_recompile_s"], 2)
     write_csv(rows, args.out)
     print(f"table: {args.out}")
     print(text_table(rows))

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from crmlab.registry import GraphSpec
-from crmlab.runners.inference import log_sequence_model, prediction_scatters
 from crmlab.runners.rundir import RunResult, write_result_files
 from crmlab.runners.studyfile import Recipe
 from crmlab.runners.tracking import Tracker
@@ -30,6 +29,10 @@ def write_outputs(result: RunResult, graph: GraphSpec, recipe: Recipe, tracker: 
     if tracker is None:
         return
     import keras
+
+    # imported here, not at the top: the logged model needs MLflow, and a run without it (--no-mlflow on a
+    # machine where MLflow is not installed) must not import it
+    from crmlab.runners.inference import log_sequence_model, prediction_scatters
 
     out = result.run_dir
     model_id = log_sequence_model(tracker, out / "model.keras", keras.config.backend())

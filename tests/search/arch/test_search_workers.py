@@ -24,7 +24,7 @@ from tests.pg import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[3]
 TINY = ROOT / "tests" / "fixtures" / "studies" / "tiny_search.yaml"
-TRIALS = 6
+TRIALS = 4  # enough for a kill, its retry on another worker and trials on both machines
 # Fine-tuning only (3 epochs) over a space without ``pretraining``: what these tests check (workers, kills, resume)
 # does not depend on a pretraining stage, which would double every trial's tracing. The continuous learning rate
 # keeps the trials' run keys distinct.

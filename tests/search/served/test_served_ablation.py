@@ -3,12 +3,13 @@ processes with their own working and temporary folders, on the session's real Po
 server`` and a shared runs folder.
 
 The runs folder is a copy of the suite's trained tiny ablation with two seed-1 runs (and their cached pretraining
-stages) removed, and the study is made adaptive (``seeds: {initial: 2, max: 3}``) under another name (a new MLflow
-experiment and parent run): the workers train the two removed runs of the first look, the driver decides, and the
-undecided variants get seed 2 in a second look. On one CPU a run's result is a function of its run key, so the
-first look's runs must equal the one-process study's to the last digit. On the way the first worker is SIGKILLed
-after its run's first checkpoint, PostgreSQL is restarted, and the driver is SIGKILLed and started again: the other
-worker resumes the killed run from its checkpoint once its lease runs out, and nothing is trained twice.
+stages) removed, and the study (canonical and no_transformer) is made adaptive (``seeds: {initial: 2, max: 3}``)
+under another name (a new MLflow experiment and parent run): the workers train the two removed runs of the first
+look, the driver decides, and the undecided variant gets seed 2, with canonical, in a second look. On one CPU a
+run's result is a function of its run key, so the first look's runs must equal the one-process study's to the last
+digit. On the way the first worker is SIGKILLed after its run's first checkpoint, PostgreSQL is restarted, and the
+driver is SIGKILLed and started again: the other worker resumes the killed run from its checkpoint once its lease
+runs out, and nothing is trained twice.
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ from crmlab.search.ablation import load_ablation
 from crmlab.search.served import ablation_run_key, study_name
 from tests.mlflow_server import MlflowServer
 from tests.pg import PostgresServer
-from tests.search.conftest import TINY_ABLATION, TINY_OVERRIDES, TrainedAblation
+from tests.search.conftest import TINY_ABLATION, TrainedAblation
 
 pytestmark = pytest.mark.xdist_group("tiny_ablation")
 
-REMOVED = [("no_transformer", 1), ("no_pretraining", 1)]
-ADAPTIVE = ["seeds={initial: 2, max: 3}", "name=tiny_served"]
+REMOVED = [("no_transformer", 1), ("canonical", 1)]
+STUDY = ["variants={}", "leave_one_out=[transformer]", "seeds={initial: 2, max: 3}", "name=tiny_served"]
+"""Canonical and no_transformer (two of the trained tiny ablation's graphs), adaptive, under a name of its own."""
 LIMIT_S = 300
 HEARTBEAT_S = 2  # a worker silent for 4 heartbeats (8 s) loses its run
 
@@ -87,7 +89,7 @@ def test_two_workers_train_a_driven_adaptive_ablation_through_kills_and_a_databa
     url = postgres_server.create_database("served_ablation")
     runs = tmp_path / "runs"
     shutil.copytree(tiny_ablation.runs, runs)
-    ablation = load_ablation(TINY_ABLATION, [*TINY_OVERRIDES, *ADAPTIVE], assemble=False)
+    ablation = load_ablation(TINY_ABLATION, STUDY, assemble=False)
     keys = {}
     for name, seed in REMOVED:
         keys[(name, seed)] = ablation_run_key(ablation, name, seed)
@@ -95,7 +97,7 @@ def test_two_workers_train_a_driven_adaptive_ablation_through_kills_and_a_databa
         v = ablation.variant(name)
         pretrain = stage_keys(v.graph, ablation.run_recipe(name, seed), ablation.datasets, 1)[0]
         shutil.rmtree(runs / "_stages" / pretrain, ignore_errors=True)  # the run trains 2 stages: a checkpoint between
-    sets = [a for o in (*TINY_OVERRIDES, *ADAPTIVE) for a in ("--set", o)]
+    sets = [a for o in STUDY for a in ("--set", o)]
     drive = _crmlab(
         "ablate", str(TINY_ABLATION), *sets, "--storage", url, "--jobs", "0", "--runs-dir", str(runs),
         "--tracking-uri", mlflow_server.url, "--heartbeat", str(HEARTBEAT_S),

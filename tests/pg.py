@@ -178,14 +178,7 @@ class PostgresServer:
                 self.port = free_port(self.host)
                 self._write_conf()
                 try:
-                    self._run(
-                        "pg_ctl",
-                        "-D", str(self.datadir),
-                        "-l", str(self.base / "postgres.log"),
-                        "-w", "-t", str(int(self.start_timeout)),
-                        "start",
-                        timeout=self.start_timeout + 15,
-                    )  # fmt: skip
+                    self._pg_ctl_start()
                     break
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
                     last_error = exc
@@ -250,6 +243,12 @@ class PostgresServer:
     def restart(self) -> None:
         """Stop the server (fast: clients are disconnected) and start it again on the same port and data."""
         self._run("pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w", "-t", "20", "stop", timeout=30)
+        self._pg_ctl_start()
+        self._wait_ready()
+
+    def _pg_ctl_start(self) -> None:
+        """``pg_ctl start`` on the cluster, waiting until it accepts connections (its log in the base folder)."""
+        assert self.base is not None
         self._run(
             "pg_ctl",
             "-D", str(self.datadir),
@@ -258,7 +257,6 @@ class PostgresServer:
             "start",
             timeout=self.start_timeout + 15,
         )  # fmt: skip
-        self._wait_ready()
 
     def _kill_postmaster(self) -> None:
         pidfile = self.datadir / "postmaster.pid" if self.base else None

@@ -132,13 +132,7 @@ class QueueDriver:
         study = self.study(parent_id)
         todo: dict[str, tuple[str, int]] = {}
         for name, seed in plan.needed:
-            found = finished_result(
-                ablation.variant(name).graph,
-                ablation.run_recipe(name, seed),
-                ablation.datasets,
-                ablation.tests,
-                self.runs_dir,
-            )
+            found = self._finished(ablation, name, seed)
             if found is not None:
                 results[(name, seed)] = found
             else:
@@ -152,6 +146,11 @@ class QueueDriver:
             " waiting for crmlab worker processes"
         )
         self._wait(study, todo, ablation, results, progress)
+
+    def _finished(self, ablation: Ablation, name: str, seed: int) -> RunResult | None:
+        """The result of variant ``name`` at ``seed`` if its run has finished in the shared runs folder."""
+        graph, recipe = ablation.variant(name).graph, ablation.run_recipe(name, seed)
+        return finished_result(graph, recipe, ablation.datasets, ablation.tests, self.runs_dir)
 
     def _enqueue(self, study: optuna.Study, runs: list[tuple[str, str, int]], look: int) -> int:
         added = 0
@@ -215,13 +214,7 @@ class QueueDriver:
                     status.starting(label)
                 done = [t for t in mine if t.state == TrialState.COMPLETE]
                 if done:
-                    found = finished_result(
-                        ablation.variant(name).graph,
-                        ablation.run_recipe(name, seed),
-                        ablation.datasets,
-                        ablation.tests,
-                        self.runs_dir,
-                    )
+                    found = self._finished(ablation, name, seed)
                     if found is None:
                         raise CrmlabError(
                             f"{label}: trial {done[0].number} is complete but {self.runs_dir / key} holds no finished "

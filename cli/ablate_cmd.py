@@ -45,7 +45,8 @@ def _drive(args: argparse.Namespace, ablation: Any, runs_dir: Any) -> tuple[Any,
     import os
 
     from crmlab.search.ablation import run_ablation
-    from crmlab.search.served import QueueDriver, redact, start_workers, stop_workers
+    from crmlab.search.served import QueueDriver, start_workers, stop_workers
+    from crmlab.search.storage import redact
 
     driver = QueueDriver(args.storage, ablation, runs_dir, args.tracking_uri, heartbeat=args.heartbeat)
     print(f"driving {ablation.doc.name} through {redact(args.storage)} with {len(args.slots)} local worker(s)")

@@ -26,6 +26,7 @@ __all__ = [
     "study_decisions",
     "table_text",
     "undecided_lines",
+    "worker_ablation",
     "write_all",
 ]
 
@@ -54,6 +55,7 @@ __getattr__, __dir__ = lazy_exports(
         "seeds_text": "_seeds",
         "table_text": "_table",
         "undecided_lines": "_table",
+        "worker_ablation": "_runs",
         "write_all": "_report",
     },
 )

@@ -27,7 +27,7 @@ from crmlab.search.ablation._report import write_all
 from crmlab.search.ablation._seeds import SeedPlan, plan_seeds
 from crmlab.search.ablation._study import Ablation, load_ablation, state_path
 
-__all__ = ["Serve", "parent_run", "run_ablation", "run_one", "run_task"]
+__all__ = ["Serve", "parent_run", "run_ablation", "run_one", "run_task", "worker_ablation"]
 
 
 def parent_run(ablation: Ablation, runs_dir: Path, tracking_uri: str | None) -> tuple[Any, str]:
@@ -126,13 +126,19 @@ def run_task(args: tuple[Any, ...]) -> tuple[str, int]:
     if backend:
         os.environ["KERAS_BACKEND"] = backend
     import_keras_quietly()
+    run_one(worker_ablation(path, overrides, parameters), name, seed, Path(runs_dir), uri, parent)
+    return name, seed
+
+
+def worker_ablation(path: str, overrides: Sequence[str], parameters: dict[str, int]) -> Ablation:
+    """The study as a worker process loads it, once per process: not assembled, each variant's parameter count
+    taken from ``parameters`` (counted by the process that checked the study)."""
     key = (path, tuple(overrides))
     if key not in _LOADED:
         _LOADED[key] = load_ablation(path, overrides, assemble=False)
         for v in _LOADED[key].variants:
             v.parameters = parameters[v.name]
-    run_one(_LOADED[key], name, seed, Path(runs_dir), uri, parent)
-    return name, seed
+    return _LOADED[key]
 
 
 def run_ablation(

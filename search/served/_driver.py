@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,9 +26,9 @@ from optuna.trial import TrialState
 from crmlab.registry import CrmlabError
 from crmlab.runners.rundir import RunResult, data_hashes, finished_result, run_key
 from crmlab.search.ablation import Ablation, SeedPlan
-from crmlab.search.served._record import KIND_ATTR, STUDY_PREFIX, Record, code_fingerprint, file_hash, runs_marker
+from crmlab.search.served._record import KIND_ATTR, STUDY_PREFIX, Record, runs_marker
 from crmlab.search.served._retry import fail_stale, retrying
-from crmlab.search.storage import Heartbeat, check_storage_url, open_storage
+from crmlab.search.storage import Heartbeat, check_storage_url, open_storage, redact
 
 __all__ = ["LIVE", "QueueDriver", "ablation_run_key", "study_name"]
 
@@ -85,23 +83,18 @@ class QueueDriver:
         study, same code and same runs folder finds it and goes on; other settings are refused)."""
         if self._study is not None:
             return self._study
-        backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-        record = Record(
-            kind="ablation",
-            name=self.ablation.doc.name,
-            study_path=str(Path(self.ablation.path).resolve()),
-            study_hash=file_hash(Path(self.ablation.path)),
-            overrides=list(self.ablation.overrides),
+        record = Record.of_driver(
+            "ablation",
+            self.ablation.doc.name,
+            self.ablation.path,
+            self.ablation.overrides,
+            self.runs_dir,
+            self.runs_id,
+            self.tracking_uri,
+            parent_id,
+            self.scheme,
+            self.heartbeat,
             parameters={v.name: v.parameters for v in self.ablation.variants},
-            runs_dir=str(self.runs_dir),
-            runs_id=self.runs_id,
-            tracking_uri=self.tracking_uri,
-            parent_run_id=parent_id,
-            code=code_fingerprint(backend),
-            backend=backend,
-            driver_host=socket.gethostname(),
-            storage_scheme=self.scheme,
-            heartbeat_interval=self.heartbeat,
         )
         name = study_name(self.ablation)
         study = retrying(lambda: optuna.create_study(storage=self.storage, study_name=name, load_if_exists=True))
@@ -142,7 +135,7 @@ class QueueDriver:
         order = sorted(todo, key=lambda k: -sum(s.epochs for s in ablation.run_recipe(*todo[k]).stages))
         added = retrying(lambda: self._enqueue(study, [(k, *todo[k]) for k in order], plan.looks))
         progress(
-            f"look {plan.looks}: {len(todo)} run(s) in the queue ({added} enqueued now) at {_where(self.storage.url)};"
+            f"look {plan.looks}: {len(todo)} run(s) in the queue ({added} enqueued now) at {redact(self.storage.url)};"
             " waiting for crmlab worker processes"
         )
         self._wait(study, todo, ablation, results, progress)
@@ -232,9 +225,3 @@ class QueueDriver:
                     open_keys.discard(key)
             if open_keys:
                 time.sleep(self.poll)
-
-
-def _where(url: str) -> str:
-    from crmlab.search.served._record import redact
-
-    return redact(url)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from crmlab.registry import CrmlabError
+from crmlab.search.storage import redact
 
 __all__ = [
     "DRAINED_ATTR",
@@ -33,7 +34,6 @@ __all__ = [
     "code_fingerprint",
     "file_hash",
     "filesystem_type",
-    "redact",
     "runs_marker",
 ]
 
@@ -69,6 +69,44 @@ class Record:
     storage_scheme: str
     heartbeat_interval: int
     budget: int | None = None
+
+    @classmethod
+    def of_driver(
+        cls,
+        kind: str,
+        name: str,
+        study_path: Path,
+        overrides: list[str],
+        runs_dir: Path,
+        runs_id: str,
+        tracking_uri: str | None,
+        parent_run_id: str | None,
+        storage_scheme: str,
+        heartbeat_interval: int,
+        parameters: dict[str, int] | None = None,
+        budget: int | None = None,
+    ) -> Record:
+        """The record a driver in this process stores: the study file's absolute path and hash, this process's code
+        fingerprint, Keras backend and host."""
+        backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+        return cls(
+            kind=kind,
+            name=name,
+            study_path=str(Path(study_path).resolve()),
+            study_hash=file_hash(Path(study_path)),
+            overrides=list(overrides),
+            parameters=dict(parameters or {}),
+            runs_dir=str(runs_dir),
+            runs_id=runs_id,
+            tracking_uri=tracking_uri,
+            parent_run_id=parent_run_id,
+            code=code_fingerprint(backend),
+            backend=backend,
+            driver_host=socket.gethostname(),
+            storage_scheme=storage_scheme,
+            heartbeat_interval=heartbeat_interval,
+            budget=budget,
+        )
 
     def to_attr(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,21 +163,6 @@ def runs_marker(runs_dir: Path, create: bool) -> str:
             with os.fdopen(fd, "w") as fh:
                 fh.write(uuid.uuid4().hex)
     return marker.read_text().strip() if marker.exists() else ""
-
-
-def redact(url: str | None) -> str:
-    """A database or tracking URL with its password replaced by ``***`` (for logs, MLflow and error lines)."""
-    if not url:
-        return str(url)
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not an SQLAlchemy URL (an http:// tracking server): hide user:password@ by hand
-        head, sep, rest = url.partition("://")
-        if sep and "@" in rest.split("/", 1)[0]:
-            return f"{head}://***@{rest.split('@', 1)[1]}"
-        return url
 
 
 def filesystem_type(path: Path) -> str:

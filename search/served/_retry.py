@@ -29,7 +29,7 @@ def retrying(call: Callable[[], T], patience: float = DATABASE_PATIENCE_S) -> T:
     """
     from sqlalchemy.exc import InterfaceError, OperationalError
 
-    from crmlab.search.served._record import redact
+    from crmlab.search.storage import redact
 
     deadline = time.monotonic() + patience
     delay = 1.0

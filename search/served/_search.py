@@ -6,14 +6,12 @@ with local workers."""
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from crmlab.search.arch import PARENT_ATTR, Search
-from crmlab.search.served._record import KIND_ATTR, Record, code_fingerprint, file_hash, runs_marker
+from crmlab.search.served._record import KIND_ATTR, Record, runs_marker
 from crmlab.search.storage import check_storage_url
 
 __all__ = ["search_publisher"]
@@ -22,26 +20,20 @@ __all__ = ["search_publisher"]
 def search_publisher(search: Search, runs_dir: Path, url: str, tracking_uri: str | None) -> Callable[[Any], None]:
     """The ``publish`` of :class:`~crmlab.search.arch.SearchOptions` for a driven search: it stores the search's
     record on its Optuna study (and marks the runs folder) so that workers serve it."""
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     runs = Path(runs_dir).resolve()
 
     def publish(study: Any) -> None:
-        record = Record(
-            kind="search",
-            name=search.doc.name,
-            study_path=str(Path(search.path).resolve()),
-            study_hash=file_hash(Path(search.path)),
-            overrides=list(search.overrides),
-            parameters={},
-            runs_dir=str(runs),
-            runs_id=runs_marker(runs, create=True),
-            tracking_uri=tracking_uri,
-            parent_run_id=study.user_attrs.get(PARENT_ATTR),
-            code=code_fingerprint(backend),
-            backend=backend,
-            driver_host=socket.gethostname(),
-            storage_scheme=check_storage_url(url),
-            heartbeat_interval=search.doc.optuna.heartbeat.interval,
+        record = Record.of_driver(
+            "search",
+            search.doc.name,
+            search.path,
+            search.overrides,
+            runs,
+            runs_marker(runs, create=True),
+            tracking_uri,
+            study.user_attrs.get(PARENT_ATTR),
+            check_storage_url(url),
+            search.doc.optuna.heartbeat.interval,
             budget=search.doc.trials,
         )
         study.set_user_attr(KIND_ATTR, record.to_attr())

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,9 @@ from optuna.trial import TrialState
 
 from crmlab.registry import CrmlabError
 from crmlab.runners.parallel import Slot, current_slot, is_out_of_memory
-from crmlab.search.served._record import DRAINED_ATTR, KIND_ATTR, Record, check_record, redact
+from crmlab.search.served._record import DRAINED_ATTR, KIND_ATTR, Record, check_record
 from crmlab.search.served._retry import fail_stale, retrying
-from crmlab.search.storage import Heartbeat, check_storage_url, open_storage
+from crmlab.search.storage import Heartbeat, check_storage_url, open_storage, redact
 
 __all__ = ["EXCLUSIVE_ATTR", "Claim", "SearchWork", "serve", "serve_slots", "start_workers", "stop_workers"]
 
@@ -41,10 +41,6 @@ EXCLUSIVE_ATTR = "crmlab.exclusive"
 """A trial attribute: the run ran out of memory on a GPU it shared; only a worker with its GPU alone claims it."""
 IDLE_POLL_MAX_S = 30.0
 """The longest wait between two looks at an empty queue (the wait doubles from 1 s)."""
-
-
-_LOADED: dict[tuple[str, tuple[str, ...], str], Any] = {}
-"""Studies this worker loaded to check run keys (by path, overrides and content hash)."""
 
 
 class HandBack(BaseException):
@@ -78,32 +74,39 @@ def serve(url: str, exit_when_idle: float | None = None, log: Callable[[str], No
     checked: set[int] = set()
     failures = 0
     idle_since, delay = time.monotonic(), 1.0
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    log(f"worker {socket.gethostname()}:{os.getpid()} serving {redact(url)}")
+    try:
+        with _stop_signals_hand_back():
+            while True:
+                claim = retrying(lambda: _claim(storage, checked, backend))
+                if claim is None:
+                    if exit_when_idle is not None and time.monotonic() - idle_since >= exit_when_idle:
+                        log(f"worker {os.getpid()}: the queue was empty for {exit_when_idle:g} s; leaving")
+                        return 1 if failures else 0
+                    time.sleep(delay)
+                    delay = min(2 * delay, IDLE_POLL_MAX_S)
+                    continue
+                if isinstance(claim, SearchWork):
+                    _search(url, claim, log)
+                else:
+                    failures += not _train(storage, claim, backend, log)
+                idle_since, delay = time.monotonic(), 1.0
+    except HandBack as why:
+        log(f"worker {os.getpid()}: {why}: leaving")
+        return 1 if failures else 0
+
+
+@contextlib.contextmanager
+def _stop_signals_hand_back() -> Iterator[None]:
+    """While inside, SIGTERM and SIGINT raise :class:`HandBack` in the main thread; the handlers before are put
+    back on leaving."""
 
     def stop(signum: int, frame: Any) -> None:
         raise HandBack(signal.Signals(signum).name)
 
-    for sig in previous:
-        signal.signal(sig, stop)
-    log(f"worker {socket.gethostname()}:{os.getpid()} serving {redact(url)}")
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        while True:
-            claim = retrying(lambda: _claim(storage, checked, backend))
-            if claim is None:
-                if exit_when_idle is not None and time.monotonic() - idle_since >= exit_when_idle:
-                    log(f"worker {os.getpid()}: the queue was empty for {exit_when_idle:g} s; leaving")
-                    return 1 if failures else 0
-                time.sleep(delay)
-                delay = min(2 * delay, IDLE_POLL_MAX_S)
-                continue
-            if isinstance(claim, SearchWork):
-                _search(url, claim, log)
-            else:
-                failures += not _train(storage, claim, backend, log)
-            idle_since, delay = time.monotonic(), 1.0
-    except HandBack as why:
-        log(f"worker {os.getpid()}: {why}: leaving")
-        return 1 if failures else 0
+        yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -248,12 +251,9 @@ def _train(storage: Any, claim: Claim, backend: str, log: Callable[[str], None])
 def _check_key(rec: Record, name: str, seed: int, key: str) -> None:
     """The run key this worker computes must be the driver's: other data or code would train another run."""
     from crmlab.runners.rundir import data_hashes, run_key
-    from crmlab.search.ablation import load_ablation
+    from crmlab.search.ablation import worker_ablation
 
-    cache = (rec.study_path, tuple(rec.overrides), rec.study_hash)
-    if cache not in _LOADED:
-        _LOADED[cache] = load_ablation(rec.study_path, rec.overrides, assemble=False)
-    ablation = _LOADED[cache]
+    ablation = worker_ablation(rec.study_path, rec.overrides, rec.parameters)  # the one run_task trains from
     mine = run_key(
         ablation.variant(name).graph, ablation.run_recipe(name, seed), data_hashes(ablation.datasets, ablation.tests)
     )
@@ -324,15 +324,8 @@ def serve_slots(url: str, slots: Sequence[Slot], exit_when_idle: float | None, b
     """Run one worker process per slot until they all leave; SIGTERM and Ctrl-C are passed on to them. Returns the
     worst exit status."""
     procs = start_workers(url, slots, exit_when_idle, backend)
-
-    def stop(signum: int, frame: Any) -> None:
-        raise HandBack(signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return max(p.wait() for p in procs)
+        with _stop_signals_hand_back():
+            return max(p.wait() for p in procs)
     except BaseException:
         return stop_workers(procs)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

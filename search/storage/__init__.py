@@ -2,7 +2,7 @@
 
 from crmlab.registry import lazy_exports
 
-__all__ = ["Heartbeat", "check_storage_url", "default_storage", "open_storage"]
+__all__ = ["Heartbeat", "check_storage_url", "default_storage", "open_storage", "redact"]
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
@@ -11,5 +11,6 @@ __getattr__, __dir__ = lazy_exports(
         "check_storage_url": "_rdb",
         "default_storage": "_rdb",
         "open_storage": "_rdb",
+        "redact": "_rdb",
     },
 )

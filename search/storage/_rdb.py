@@ -16,7 +16,7 @@ from pydantic import Field
 from crmlab.registry import CrmlabError
 from crmlab.runners.studyfile import Strict
 
-__all__ = ["Heartbeat", "check_storage_url", "default_storage", "open_storage"]
+__all__ = ["Heartbeat", "check_storage_url", "default_storage", "open_storage", "redact"]
 
 
 SCHEMA_ATTEMPTS = 4
@@ -88,14 +88,19 @@ def open_storage(url: str | None, runs_dir: Path, heartbeat: Heartbeat) -> RDBSt
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, ModuleNotFoundError):
             first += " (PostgreSQL needs a driver: pip install 'crmlab[postgres]')"
-        raise CrmlabError(f"--storage: cannot use {_hidden(url)}: {first.replace(url, _hidden(url))}") from None
+        raise CrmlabError(f"--storage: cannot use {redact(url)}: {first.replace(url, redact(url))}") from None
 
 
-def _hidden(url: str) -> str:
-    """``url`` with its password shown as ``***``."""
+def redact(url: str | None) -> str:
+    """A database or tracking URL with its password replaced by ``***`` (for logs, MLflow and error lines)."""
+    if not url:
+        return str(url)
     try:
         from sqlalchemy.engine import make_url
 
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy can parse: nothing to hide in it
+    except Exception:  # not an SQLAlchemy URL (an http:// tracking server): hide user:password@ by hand
+        head, sep, rest = url.partition("://")
+        if sep and "@" in rest.split("/", 1)[0]:
+            return f"{head}://***@{rest.split('@', 1)[1]}"
         return url

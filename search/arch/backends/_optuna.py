@@ -146,8 +146,13 @@ def work(
             default=None,
         )
         if last is not None and progress is not None and not last.user_attrs.get(SURPLUS_ATTR):
-            value = f"{last.value:.4f}" if last.value is not None else "-"
-            progress(f"trial {last.number}: {last.state.name.lower()} {search.metric}={value} {last.params}")
+            progress(_trial_line(search, last))
+
+
+def _trial_line(search: Search, trial: optuna.trial.FrozenTrial) -> str:
+    """``trial N: complete val_pearson_r=0.7123 {params}``: a finished trial's progress line."""
+    value = f"{trial.value:.4f}" if trial.value is not None else "-"
+    return f"trial {trial.number}: {trial.state.name.lower()} {search.metric}={value} {trial.params}"
 
 
 def _worker_main(args: tuple[str, list[str], str, str, str | None, str | None, int, str | None]) -> None:
@@ -202,9 +207,7 @@ def _wait_for_workers(search: Search, study: optuna.Study, progress: Any) -> dic
         for t in trials:
             if t.state.is_finished() and t.number not in seen and not t.user_attrs.get(SURPLUS_ATTR):
                 seen.add(t.number)
-                value = f"{t.value:.4f}" if t.value is not None else "-"
-                where = t.user_attrs.get("worker", "?")
-                progress(f"trial {t.number}: {t.state.name.lower()} {search.metric}={value} {t.params} ({where})")
+                progress(f"{_trial_line(search, t)} ({t.user_attrs.get('worker', '?')})")
         busy = any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
         if canonical is not None and budget_used(trials) >= search.doc.trials and not busy:
             return canonical

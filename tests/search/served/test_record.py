@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from crmlab.registry import CrmlabError
-from crmlab.search.served import MARKER, Record, check_record, code_fingerprint, redact
+from crmlab.search.served import MARKER, Record, check_record, code_fingerprint
 from crmlab.search.served._record import check_locking, file_hash, filesystem_type, runs_marker
+from crmlab.search.storage import redact
 
 BACKEND = "tensorflow"
 

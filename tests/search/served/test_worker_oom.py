@@ -32,13 +32,14 @@ def queued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr(ablation_package, "run_task", out_of_memory)
     runs = tmp_path / "runs"
     backend = "tensorflow"
+    ablation = load_ablation(TINY_ABLATION, TINY_OVERRIDES, assemble=False)
     record = Record(
         kind="ablation",
         name="tiny_ablation",
         study_path=str(TINY_ABLATION),
         study_hash=file_hash(TINY_ABLATION),
         overrides=TINY_OVERRIDES,
-        parameters={},
+        parameters={v.name: 0 for v in ablation.variants},
         runs_dir=str(runs),
         runs_id=runs_marker(runs, create=True),
         tracking_uri=None,
@@ -52,7 +53,7 @@ def queued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     url = f"sqlite:///{tmp_path / 'queue.db'}"
     study = optuna.create_study(storage=url, study_name="crmlab-ablation:tiny")
     study.set_user_attr("crmlab.served", dataclasses.asdict(record))
-    key = ablation_run_key(load_ablation(TINY_ABLATION, TINY_OVERRIDES, assemble=False), "no_transformer", 0)
+    key = ablation_run_key(ablation, "no_transformer", 0)
     attrs = {"crmlab.run_key": key, "crmlab.variant": "no_transformer", "crmlab.seed": 0, "crmlab.look": 1}
     study.enqueue_trial({}, user_attrs=attrs)
     monkeypatch.setenv("KERAS_BACKEND", backend)

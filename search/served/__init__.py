@@ -6,7 +6,9 @@ from crmlab.registry import lazy_exports
 
 __all__ = [
     "DATABASE_PATIENCE_S",
+    "KIND_ATTR",
     "MARKER",
+    "STUDY_PREFIX",
     "QueueDriver",
     "QueueRow",
     "Record",
@@ -18,6 +20,7 @@ __all__ = [
     "queue_rows",
     "queue_text",
     "retrying",
+    "runs_marker",
     "search_publisher",
     "serve",
     "serve_slots",
@@ -30,7 +33,10 @@ __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         "DATABASE_PATIENCE_S": "_retry",
+        "KIND_ATTR": "_record",
         "MARKER": "_record",
+        "STUDY_PREFIX": "_record",
+        "runs_marker": "_record",
         "QueueDriver": "_driver",
         "QueueRow": "_queue",
         "cancel_study": "_queue",

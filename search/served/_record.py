@@ -191,7 +191,7 @@ def check_locking(runs_dir: Path) -> None:
     Raises:
         CrmlabError: ``flock`` fails in ``runs_dir``.
     """
-    probe = Path(runs_dir) / ".crmlab-lock-probe"
+    probe = Path(runs_dir) / f".crmlab-lock-probe-{socket.gethostname()}-{os.getpid()}"
     try:
         with open(probe, "a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -202,6 +202,8 @@ def check_locking(runs_dir: Path) -> None:
             f"runs folder {runs_dir}: flock fails on {kind} ({exc.strerror}): the run lock cannot work; mount it "
             "with locking (NFSv4, or NFSv3 with lockd; not nolock)"
         ) from None
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def check_record(record: Record, name: str, backend: str) -> None:

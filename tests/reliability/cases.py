@@ -26,10 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crmlab.registry import load_graph, resolve_graph, yamlio
+from crmlab.search.served import STUDY_PREFIX
 from tests.reliability.workspace import DELETE, FIXTURES
 
 TRAIN, ABLATION, GRAPH = "studies/train.yaml", "studies/ablation.yaml", "studies/tiny_graph.yaml"
 SEARCH = "studies/search.yaml"
+SERVED = f"{STUDY_PREFIX}tiny"
+"""The served study ``worker`` rows publish (:func:`tests.reliability.workspace.publish_served`)."""
 SPACE: dict[str, Any] = yamlio.load(FIXTURES / "studies" / "tiny_search.yaml")["space"]
 """The tiny search's space: transformer, num_heads (when transformer == true), kernel_size, pretraining,
 recipe.schedule.peak."""
@@ -47,13 +50,17 @@ class Case:
 
     Attributes:
         name: the test id.
-        command: ``train``, ``ablate``, ``compare``, ``build`` or ``search``.
+        command: ``train``, ``ablate``, ``compare``, ``build``, ``search`` or ``worker``.
         where: start of the error line: ``FILE: key.path`` (FILE relative to the workspace), ``FILE:LINE`` or a flag.
         message: a substring of the rest of the line.
         edits: dotted key -> value edits of the study file (``DELETE`` removes the key).
         files: workspace-relative path -> text or bytes to write before running.
         flags: extra command-line arguments.
         study: the study (or spec) file given to the command; defaults by command.
+        served: for ``worker`` rows: replacements of the record that a driver of ``studies/ablation.yaml``
+            publishes in the workspace's served storage before the worker starts
+            (:func:`tests.reliability.workspace.publish_served`); ``edits`` are applied after it is published (a
+            study changed under running workers).
         known_bug: a product bug this row still hits (the row is a strict ``xfail`` until it is fixed).
     """
 
@@ -65,6 +72,7 @@ class Case:
     files: Mapping[str, str | bytes] = field(default_factory=dict)
     flags: tuple[str, ...] = ()
     study: str | None = None
+    served: Mapping[str, Any] = field(default_factory=dict)
     known_bug: str = ""
 
     @property
@@ -466,6 +474,34 @@ CASES: list[Case] = [
         "ablate-storage-unknown-scheme", "ablate", "--storage", "'nosuch://x': use", flags=("--storage", "nosuch://x")
     ),
     Case("jobs-not-a-number", "ablate", "crmlab ablate: --jobs", "positive integer", flags=("--jobs", "two")),
+    # ------------------------------------------- crmlab worker: set-ups that corrupt or lose a served study's results
+    Case("worker-sqlite-on-another-host", "worker", SERVED, "need a PostgreSQL", served={"driver_host": "gpu7"}),
+    Case(
+        "worker-local-mlflow-on-another-host",
+        "worker",
+        SERVED,
+        "need a tracking server",
+        served={
+            "driver_host": "gpu7",
+            "storage_scheme": "postgresql",
+            "tracking_uri": "sqlite:///home/me/mlflow.db",
+            "parent_run_id": "0" * 32,
+        },
+    ),
+    Case("worker-another-runs-folder", "worker", SERVED, "is another folder", served={"runs_id": "0" * 32}),
+    Case("worker-runs-folder-not-mounted", "worker", SERVED, "has no marker", served={"runs_dir": "/nonexistent/runs"}),
+    Case("worker-other-code", "worker", SERVED, "differs from the driver's", served={"code": "0" * 16}),
+    Case("worker-study-changed-under-it", "worker", SERVED, "changed", {"seeds": [0, 1, 2]}),
+    Case(
+        "worker-storage-unreachable-password-hidden",
+        "worker",
+        "--storage",
+        "cannot use postgresql://u:***@127.0.0.1:1/db",
+        flags=("--storage", "postgresql://u:s3cret@127.0.0.1:1/db"),
+    ),
+    Case(
+        "worker-storage-unknown-scheme", "worker", "--storage", "'nosuch://x': use", flags=("--storage", "nosuch://x")
+    ),
     # ---------------------------------------------------------------------------------------- graph specs
     Case(
         "build-unknown-block-module-attr",

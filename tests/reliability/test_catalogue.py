@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 
 from crmlab.cli import main
-from tests.reliability.cases import CASES, Case
+from crmlab.search.served import MARKER
+from tests.reliability.cases import CASES, SERVED, Case
 from tests.reliability.workspace import (
     check_one_line_error,
     crmlab_command,
     edit_yaml,
     make_workspace,
     mlflow_runs,
+    publish_served,
     run_dirs,
     write_files,
 )
@@ -53,6 +55,8 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
 def prepare(case: Case, root: Path) -> list[str]:
     """Break the workspace as the case says; return the CLI arguments (writing to ``root/runs``, ``root/mlflow.db``)."""
     write_files(root, case.files)
+    if case.command == "worker":
+        return _prepare_worker(case, root)
     if case.edits:
         edit_yaml(root / case.target, case.edits)
     args = [case.command, str(root / case.target)]
@@ -66,13 +70,30 @@ def prepare(case: Case, root: Path) -> list[str]:
     return args + list(case.flags)
 
 
+def _prepare_worker(case: Case, root: Path) -> list[str]:
+    """``crmlab worker`` on an SQLite storage where a driver of ``studies/ablation.yaml`` published the served study
+    (its record replaced as the case says), with the study file edited afterwards as the case says."""
+    args = ["worker", "--exit-when-idle", "0", *case.flags]
+    if "--storage" not in case.flags:
+        url = f"sqlite:///{root / 'served.db'}"
+        publish_served(root, url, SERVED, **case.served)
+        args += ["--storage", url]
+    if case.edits:
+        edit_yaml(root / case.target, case.edits)
+    return args
+
+
 def expected_prefix(case: Case, root: Path) -> str:
-    return case.where if case.where.startswith(("--", "crmlab ")) else f"{root}/{case.where}"
+    if case.command == "worker" or case.where.startswith(("--", "crmlab ")):
+        return case.where
+    return f"{root}/{case.where}"
 
 
 def check_nothing_written(root: Path) -> None:
     for runs in (root / "runs", root / "runsfile"):
         assert not [p for p in run_dirs(runs) if runs.is_dir()], f"written under {runs}: {run_dirs(runs)}"
+    shared = root / "shared_runs"  # a served study's runs folder: the driver's marker only
+    assert [p.name for p in run_dirs(shared)] in ([], [MARKER]), f"written under {shared}: {run_dirs(shared)}"
     assert not mlflow_runs(root / "mlflow.db"), "an MLflow run was created"
     assert not list(root.rglob("optuna.db")), f"an Optuna storage was created: {list(root.rglob('optuna.db'))}"
 
@@ -80,7 +101,7 @@ def check_nothing_written(root: Path) -> None:
 def test_catalogue_is_large_and_names_are_unique() -> None:
     names = [c.name for c in CASES]
     assert len(names) >= 40 and len(set(names)) == len(names)
-    assert {c.command for c in CASES} >= {"train", "ablate", "compare", "build", "search"}
+    assert {c.command for c in CASES} >= {"train", "ablate", "compare", "build", "search", "worker"}
     assert sum(c.command == "search" for c in CASES) >= 15
     assert set(IN_SUBPROCESS) <= set(names)
     assert not any(CASES[names.index(n)].known_bug for n in IN_SUBPROCESS)

@@ -95,6 +95,35 @@ def run_dirs(runs: Path) -> list[Path]:
     return sorted(runs.rglob("*")) if runs.exists() else []
 
 
+def publish_served(root: Path, url: str, name: str, **replace: Any) -> Path:
+    """Publish, in the Optuna storage at ``url``, what ``crmlab ablate studies/ablation.yaml --storage URL --jobs 0``
+    stores for its workers (its :class:`~crmlab.search.served.Record`, with ``replace``'s fields replaced) under the
+    study ``name``, with the runs folder ``root/shared_runs`` marked as the driver marks it. Returns that runs folder.
+    """
+    import dataclasses
+
+    import optuna
+
+    from crmlab.search.served import KIND_ATTR, Record, runs_marker
+
+    runs = root / "shared_runs"
+    record = Record.of_driver(
+        "ablation",
+        "tiny",
+        root / "studies" / "ablation.yaml",
+        [],
+        runs,
+        runs_marker(runs, create=True),
+        None,
+        None,
+        url.split(":", 1)[0],
+        30,
+    )
+    study = optuna.create_study(study_name=name, storage=url)
+    study.set_user_attr(KIND_ATTR, dataclasses.replace(record, **replace).to_attr())
+    return runs
+
+
 def crmlab_command() -> list[str]:
     """``crmlab`` as a subprocess command, with the interpreter running these tests."""
     return [sys.executable, "-m", "crmlab.cli"]

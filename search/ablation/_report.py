@@ -26,7 +26,8 @@ def seed_rule_text(seeds: Any) -> str:
     if not isinstance(seeds, AdaptiveSeeds):
         return f"Seeds: {', '.join(map(str, seeds))}."
     return (
-        f"Seeds: adaptive, {seeds.initial} to start (0 to {seeds.initial - 1}), at most {seeds.max}: after each look"
+        f"Seeds: adaptive, {seeds.initial} to start ({seeds.first} to {seeds.first + seeds.initial - 1}), at most"
+        f" {seeds.max}: after each look"
         " every variant still undecided on some test set got the next seed, canonical with it, and each look spent"
         " its share of alpha (O'Brien-Fleming-type alpha spending, crmlab.search.ablation._seeds). The seeds column"
         " says how many seeds each verdict took."

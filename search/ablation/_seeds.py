@@ -2,7 +2,9 @@
 
 ``seeds: [0, 1, 2]`` trains every variant with those seeds. ``seeds: {initial: 3, max: 8}`` starts every variant
 with seeds ``0 .. initial - 1``; after each round (a *look*) every variant still undecided on some test set gets
-the next seed, and canonical gets it too as its pair, until every variant is decided or has ``max`` seeds. The
+the next seed, and canonical gets it too as its pair, until every variant is decided or has ``max`` seeds.
+``first: N`` numbers the adaptive seeds from ``N`` instead of 0 (``crmlab confirm`` keeps them off the seed a search
+selected its trials on). The
 looks spend the study's ``alpha`` by an O'Brien-Fleming-type function
 (:func:`crmlab.search.ablation._verdicts.decide_look`),
 so the family-wise error stays at ``alpha`` over all looks.
@@ -18,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import Discriminator, Field, SerializerFunctionWrapHandler, Tag, model_serializer, model_validator
 
 from crmlab.runners.studyfile import Strict
 from crmlab.search.ablation._stats import SeedDelta, seed_delta
@@ -39,18 +41,32 @@ __all__ = [
 
 class AdaptiveSeeds(Strict):
     """``seeds: {initial: 3, max: 8}``: seeds ``0 .. initial - 1`` first, then one more per undecided variant and
-    look, up to ``max`` seeds (seed numbers ``0 .. max - 1``)."""
+    look, up to ``max`` seeds (seed numbers ``0 .. max - 1``); with ``first: N`` the numbers start at ``N``."""
 
     initial: int = Field(ge=2)
     """Seeds of every variant at the first look (at least 2: one seed cannot estimate training noise)."""
     max: int = Field(ge=2)
     """The most seeds a variant gets."""
+    first: int = Field(default=0, ge=0)
+    """The first seed number: seeds are ``first .. first + max - 1``."""
 
     @model_validator(mode="after")
     def _ordered(self) -> AdaptiveSeeds:
         if self.max < self.initial:
             raise ValueError(f"max ({self.max}) must be at least initial ({self.initial})")
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_default_first(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave ``first: 0`` out, so a study without it keeps the key it had before ``first`` existed."""
+        data = handler(self)
+        if data.get("first") == 0:
+            del data["first"]
+        return data
+
+    def numbers(self, count: int) -> list[int]:
+        """The first ``count`` seed numbers: ``first .. first + count - 1``."""
+        return list(range(self.first, self.first + count))
 
 
 def _seeds_kind(value: Any) -> str:
@@ -65,14 +81,16 @@ SeedsField = Annotated[
 
 
 def all_seeds(seeds: Sequence[int] | AdaptiveSeeds) -> list[int]:
-    """Every seed a study may train: the list, or ``0 .. max - 1`` for adaptive seeds."""
-    return list(range(seeds.max)) if isinstance(seeds, AdaptiveSeeds) else list(seeds)
+    """Every seed a study may train: the list, or ``first .. first + max - 1`` for adaptive seeds."""
+    return seeds.numbers(seeds.max) if isinstance(seeds, AdaptiveSeeds) else list(seeds)
 
 
 def seeds_text(seeds: Sequence[int] | AdaptiveSeeds) -> str:
-    """The seed rule in a few words: ``seeds 0, 1, 2`` or ``adaptive seeds (3 to start, at most 8)``."""
+    """The seed rule in a few words: ``seeds 0, 1, 2`` or ``adaptive seeds (3 to start, at most 8)`` (``..., from
+    seed 1`` when they do not start at 0)."""
     if isinstance(seeds, AdaptiveSeeds):
-        return f"adaptive seeds ({seeds.initial} to start, at most {seeds.max})"
+        start = f", from seed {seeds.first}" if seeds.first else ""
+        return f"adaptive seeds ({seeds.initial} to start, at most {seeds.max}{start})"
     return f"seeds {', '.join(map(str, seeds))}"
 
 
@@ -146,15 +164,15 @@ def plan_seeds(ablation: Any, results: Mapping[tuple[str, int], Any], dropped: S
     doc = ablation.doc
     reference = ablation.variants[0].name
     names = [v.name for v in ablation.variants if v.name not in dropped]
-    start = list(doc.seeds) if not isinstance(doc.seeds, AdaptiveSeeds) else list(range(doc.seeds.initial))
-    count = dict.fromkeys(names, len(start))
+    adaptive = isinstance(doc.seeds, AdaptiveSeeds)
+    count = dict.fromkeys(names, doc.seeds.initial if adaptive else len(doc.seeds))
     looks = 0
     while True:
         looks += 1
-        seeds = {n: start + list(range(len(start), count[n])) for n in names}
-        seeds[reference] = start + list(range(len(start), max(count.values())))
+        seeds = {n: doc.seeds.numbers(count[n]) if adaptive else list(doc.seeds) for n in names}
+        seeds[reference] = doc.seeds.numbers(max(count.values())) if adaptive else list(doc.seeds)
         needed = [(n, s) for s in seeds[reference] for n in names if s in seeds[n] and (n, s) not in results]
-        if needed or not isinstance(doc.seeds, AdaptiveSeeds):
+        if needed or not adaptive:
             return SeedPlan(seeds, needed, looks)
         more: set[str] = set()
         for test_name, test in ablation.tests.items():

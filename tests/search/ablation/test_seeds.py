@@ -56,6 +56,26 @@ def test_adaptive_seeds_are_validated() -> None:
         assert message in str(info.value)
 
 
+def test_first_numbers_the_adaptive_seeds_from_it_and_leaves_the_study_key_of_studies_without_it() -> None:
+    shifted = load_ablation(TINY_ABLATION, [*ADAPTIVE[:2], "seeds={initial: 3, max: 6, first: 1}"], assemble=False)
+    assert all_seeds(shifted.doc.seeds) == [1, 2, 3, 4, 5, 6]
+    rng = np.random.default_rng(0)
+    y = next(iter(shifted.tests.values())).values.astype("float64")
+    results = {
+        (v.name, s): SimpleNamespace(predictions={"native": y + rng.normal(size=len(y))})
+        for v in shifted.variants
+        for s in (1, 2, 3)
+    }
+    plan = plan_seeds(shifted, {})
+    assert plan.needed[:3] == [(REFERENCE, 1), ("no_transformer", 1), ("no_se", 1)]
+    later = plan_seeds(shifted, results)
+    assert later.seeds[REFERENCE][:3] == [1, 2, 3] and all(s in (4, 5, 6) for _, s in later.needed)
+    plain = load_ablation(TINY_ABLATION, ADAPTIVE, assemble=False)
+    explicit = load_ablation(TINY_ABLATION, [*ADAPTIVE[:2], "seeds={initial: 3, max: 6, first: 0}"], assemble=False)
+    assert "first" not in plain.doc.model_dump(mode="json")["seeds"]
+    assert explicit.key == plain.key != shifted.key
+
+
 def test_the_plan_adds_seeds_to_undecided_variants_only(study: Any) -> None:
     results = planted(study)
     plan = plan_seeds(study, results)

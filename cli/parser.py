@@ -6,6 +6,7 @@ import argparse
 
 from crmlab import (
     ablate_cmd,
+    confirm_cmd,
     dashboard,
     interpret,
     options,
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_parser(sub)
     ablate_cmd.add_parsers(sub)  # ablate, compare
     search_cmd.add_parser(sub)
+    confirm_cmd.add_parser(sub)
     interpret.add_parsers(sub)  # predict, explain
     step_time.add_parser(sub)  # bench
     runs.add_parser(sub)

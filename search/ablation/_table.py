@@ -49,7 +49,8 @@ def undecided_lines(rows: list[Row], metric: str) -> list[str]:
         else:
             lines.append(
                 f"{head}; about {r.plan.seeds} seeds would decide an effect this size ({POWER:.0%} power at its level"
-                f" {r.plan.level:.3g}; seeds 0-{r.plan.seeds - 1} reuse the {len(r.seeds)} trained)"
+                f" {r.plan.level:.3g}; seeds {r.seeds[0]}-{r.seeds[0] + r.plan.seeds - 1} reuse the {len(r.seeds)}"
+                " trained)"
             )
     return lines
 

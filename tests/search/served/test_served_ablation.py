@@ -7,7 +7,8 @@ stages) removed, and the study (canonical and no_transformer) is made adaptive (
 under another name (a new MLflow experiment and parent run): the workers train the two removed runs of the first
 look, the driver decides, and the undecided variant gets seed 2, with canonical, in a second look. On one CPU a
 run's result is a function of its run key, so the first look's runs must equal the one-process study's to the last
-digit. On the way the first worker is SIGKILLed after its run's first checkpoint, PostgreSQL is restarted, and the
+digit, and the study run locally with ``--jobs 2`` afterwards gives the same runs and verdict table. On the way the
+first worker is SIGKILLed after its run's first checkpoint, PostgreSQL is restarted, and the
 driver is SIGKILLed and started again: the other worker resumes the killed run from its checkpoint once its lease
 runs out, and nothing is trained twice.
 """
@@ -168,3 +169,19 @@ def test_two_workers_train_a_driven_adaptive_ablation_through_kills_and_a_databa
     assert again.returncode == 0, again.stdout
     assert "in the queue" not in again.stdout, "a finished study enqueues nothing"
     assert len(_trials(url, study)) == len(trials)
+
+    # the same study run locally with --jobs 2 (its first look is the trained tiny ablation's): the same run keys,
+    # each run's results to the last digit, and the same verdict table
+    local = tmp_path / "local"
+    shutil.copytree(tiny_ablation.runs, local)
+    alone = _crmlab("ablate", str(TINY_ABLATION), *sets, "--jobs", "2", "--runs-dir", str(local), "--no-mlflow")
+    done = subprocess.run(alone, **{**_machine(tmp_path / "alone"), "timeout": LIMIT_S})
+    assert done.returncode == 0, done.stdout
+    served_keys = {t.user_attrs["crmlab.run_key"] for t in trials} | {
+        ablation_run_key(ablation, name, seed) for name in ("canonical", "no_transformer") for seed in (0, 1)
+    }
+    for key in served_keys:
+        ours, theirs = (json.loads((folder / key / "result.json").read_text()) for folder in (runs, local))
+        assert ours["test_metrics"] == theirs["test_metrics"] and ours["validation"] == theirs["validation"], key
+    (table,) = (runs / "_studies").glob("tiny_served-*/verdicts.csv")
+    assert table.read_text() == (local / "_studies" / table.parent.name / "verdicts.csv").read_text()

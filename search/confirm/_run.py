@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crmlab.search.ablation import Ablation, load_ablation, run_ablation
+from crmlab.search.ablation import Ablation, load_ablation, parent_run, run_ablation
 from crmlab.search.arch import Search, finished_trials
 from crmlab.search.confirm._choose import ScoredTrial, choose_trials
 from crmlab.search.confirm._scores import ConfirmedScore, confirmed_scores, write_scores
@@ -74,7 +74,7 @@ def run_confirmation(
 ) -> Confirmation:
     """Run the confirmed study (:func:`crmlab.search.ablation.run_ablation`: runs already finished are reused, so a
     second confirmation trains nothing) and append the search-against-confirmed scores to its ``report.md``
-    (:func:`~crmlab.search.confirm._scores.write_scores`).
+    (:func:`~crmlab.search.confirm._scores.write_scores`); with ``mlflow``, log them on the study's parent run.
 
     Returns:
         ``confirmation``, with its results, rows, report and scores set.
@@ -84,5 +84,26 @@ def run_confirmation(
         c.ablation, runs_dir, tracking_uri, mlflow=mlflow, slots=slots, progress=progress
     )
     c.scores = confirmed_scores(c.search, c.chosen, c.canonical, c.results, c.rows)
-    write_scores(c.report, c.scores, c.search.metric, selection_seeds(c.search, c.chosen))
+    files = write_scores(c.report, c.scores, c.search.metric, selection_seeds(c.search, c.chosen))
+    if mlflow:
+        _log_scores(c, runs_dir, tracking_uri, files)
     return c
+
+
+def _log_scores(c: Confirmation, runs_dir: Path, tracking_uri: str | None, files: Sequence[Path]) -> None:
+    """On the confirmed study's MLflow parent run (reopened): each variant's search score, confirmed score and
+    winner's curse as metrics (``trial_7.search_val_pearson_r``, ``trial_7.confirmed_val_pearson_r``,
+    ``trial_7.winners_curse``), the search it confirms as tags, and the extended ``report.md`` with
+    ``confirmation.csv``."""
+    tracker, _ = parent_run(c.ablation, runs_dir, tracking_uri)
+    metric = c.search.metric
+    metrics: dict[str, float] = {}
+    for s in c.scores or []:
+        metrics |= {f"{s.variant}.search_{metric}": s.search, f"{s.variant}.confirmed_{metric}": s.mean}
+        metrics[f"{s.variant}.winners_curse"] = s.curse
+    tracker.log_metrics(metrics)
+    trials = ", ".join(str(r.number) for r in c.chosen)
+    tracker.set_tags({"crmlab.confirms": str(c.search.path), "crmlab.confirmed_trials": trials})
+    for f in files:
+        tracker.log_artifact(f)
+    tracker.end("FINISHED")

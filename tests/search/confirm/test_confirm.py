@@ -16,6 +16,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from mlflow.tracking import MlflowClient
 
 import crmlab.runners.training._train
 from crmlab.cli import main
@@ -58,11 +59,11 @@ def finished(tmp_path_factory: pytest.TempPathFactory, tiny_ablation: TrainedAbl
     shutil.copytree(tiny_ablation.runs, runs)
     assert main(["search", str(study), "--runs-dir", str(runs), "--no-mlflow", "-q"]) == 0
     optuna_study = optuna.load_study(study_name="tiny_confirm", storage=f"sqlite:///{runs / 'optuna.db'}")
-    return {"study": study, "runs": runs, "optuna": optuna_study}
+    return {"study": study, "runs": runs, "optuna": optuna_study, "uri": tiny_ablation.uri}
 
 
 def _confirm(finished: dict, *extra: str) -> int:
-    args = ["confirm", str(finished["study"]), "--runs-dir", str(finished["runs"]), "--no-mlflow"]
+    args = ["confirm", str(finished["study"]), "--runs-dir", str(finished["runs"]), "--tracking-uri", finished["uri"]]
     return main([*args, "--top", "2", "--seeds", "2", *extra])
 
 
@@ -108,6 +109,21 @@ def test_confirm_trains_fresh_seeds_once_and_reports_search_against_confirmed_sc
     assert "## Search score against confirmed score (the winner's curse)" in text
     assert f"| trial_{trials[0].number} | {trials[0].number} | {trials[0].value:.4f} |" in text
     assert "winner's curse" in out and f"confirmed study: {confirmed}" in out
+
+    # MLflow: the ablation's parent run, with its verdicts and each trial's search and confirmed scores
+    client = MlflowClient(finished["uri"])
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("tiny_confirm_confirm").experiment_id], "tags.`crmlab.kind` = 'ablation'"
+    )
+    for t in trials:
+        assert parent.data.tags[f"crmlab.verdict.trial_{t.number}.native"] in (
+            "helps",
+            "hurts",
+            "equivalent",
+            "undecided",
+        )
+        curse = parent.data.metrics[f"trial_{t.number}.winners_curse"]
+        assert curse == pytest.approx(float(scores[f"trial_{t.number}"]["winners_curse"]))
 
     # run again: every run is finished, nothing trains
     def no_training(*args: object, **kwargs: object) -> None:

@@ -150,6 +150,22 @@ def test_an_impossible_choice_is_one_line_before_anything_trains(
     assert capsys.readouterr().err.strip() == message
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("recipe.batch_size=32", "study 'tiny_confirm' in sqlite:///"),
+        ("backend=keras_tuner", "backend: keras_tuner: only Optuna searches keep their trials in a storage"),
+    ],
+)
+def test_another_search_under_the_name_or_a_keras_tuner_search_is_one_line(
+    finished: dict, override: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["confirm", str(finished["study"]), "--runs-dir", str(finished["runs"]), "--set", override, "--top", "1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+
+
 def test_a_search_that_never_ran_is_one_line(
     finished: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -96,7 +96,8 @@ def confirmed_scores(
     out = [ConfirmedScore(REFERENCE, None, float(canonical["value"]), scores(REFERENCE), sign=sign)]
     for r in chosen:
         name = variant_name(r.number)
-        out.append(ConfirmedScore(name, r.number, float(r.value), scores(name), verdicts.get(name, {}), sign))  # type: ignore[arg-type]
+        value = math.nan if r.value is None else float(r.value)  # chosen trials are complete: never None
+        out.append(ConfirmedScore(name, r.number, value, scores(name), verdicts.get(name, {}), sign))
     return out
 
 

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.study = str(ROOT / "tests" / "fixtures" / "studies" / "tiny_search.yaml")
-        args.set = ["trials=4", "optuna.pruner=median", "optuna.startup_trials=1", "optuna.warmup_epochs=0", *args.set]
+        args.set = ["trials=3", "optuna.pruner=median", "optuna.startup_trials=1", "optuna.warmup_epochs=0", *args.set]
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="crmlab-pruning-"))
     pruned = run_mode(Path(args.study), args.set, None, work, None)
     if pruned["pruner"] == "none":

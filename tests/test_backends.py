@@ -21,7 +21,9 @@ MODULE = {"jax": "jax", "tensorflow": "tensorflow"}[OTHER]
 def test_block_tests_pass_on_the_other_backend() -> None:
     env = {**os.environ, "KERAS_BACKEND": OTHER, "CRMLAB_NESTED_BACKEND_RUN": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/blocks"],
+        # in this test's process only (-n 0): the suite's other workers already use the other cores, and two more
+        # xdist workers would each import both backends again (a quarter more CPU time for the same tests)
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "tests/blocks"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -136,10 +136,10 @@ def test_pruning_quick_counts_epochs_of_both_modes(tmp_path: Path) -> None:
     assert set(rows) == {"with pruning", "without pruning"}
     pruned, full = rows["with pruning"], rows["without pruning"]
     assert pruned["pruner"] == "median" and full["pruner"] == "none"
-    assert pruned["trials"] == full["trials"] == "4" and full["pruned"] == "0"
+    assert pruned["trials"] == full["trials"] == "3" and full["pruned"] == "0"
     # every trial without pruning trains its whole schedule: a 1-epoch pretraining stage (if on) and 2 fine-tuning
-    assert int(full["finetune_epochs"]) == 8 and 8 <= int(full["epochs"]) <= 12
-    assert int(pruned["finetune_epochs"]) == 8 - int(pruned["pruned"])  # a pruned trial stopped after epoch 1
+    assert int(full["finetune_epochs"]) == 6 and 6 <= int(full["epochs"]) <= 9
+    assert int(pruned["finetune_epochs"]) == 6 - int(pruned["pruned"])  # a pruned trial stopped after epoch 1
     assert "epochs with pruning / without:" in stdout and out.with_suffix(".md").exists()
 
 

@@ -20,6 +20,7 @@ from tests.conftest import read_rows
 
 GRAPHS = Path(__file__).resolve().parents[2] / "studies" / "graphs"
 LEGACY = Path(__file__).resolve().parents[1] / "fixtures" / "legacy"
+TINY_CRMNET = Path(__file__).resolve().parents[1] / "fixtures" / "studies" / "tiny_graph.yaml"
 
 
 def test_onehot_order_is_n_a_c_g_t_and_unknown_is_n() -> None:
@@ -66,7 +67,7 @@ def test_reverse_complement_average_is_the_strand_mean_and_strand_symmetric(
     from crmlab.runners.inference._explain import onehot_model
     from crmlab.runners.training._batches import reverse_complement
 
-    model = assemble(load_graph(GRAPHS / "crmnet_small.yaml"))
+    model = assemble(load_graph(TINY_CRMNET))  # CRMnet's graph (U-Net, transformer, SE) at toy width
     both = reverse_complement_average(model)
     assert parameter_counts(both) == parameter_counts(model), "the two strands share every weight"
     x, rc = real_tokens.astype("int32"), reverse_complement(real_tokens).astype("int32")

@@ -1,8 +1,10 @@
 """``crmlab dashboard STUDY``: optuna-dashboard on a search's Optuna storage, served on 127.0.0.1.
 
 The dashboard shows the search's history, parameter importances and the intermediate values (one per fine-tuning
-epoch) that pruning used. It is an optional extra (``pip install 'crmlab[dashboard]'``). KerasTuner searches keep no
-Optuna storage: their trials are in MLflow (``mlflow ui``), which the command says instead of starting.
+epoch) that pruning used; for a multi-objective search, the Pareto front (axes named after the objectives, trials
+rejected over a cost constraint shown infeasible). It is an optional extra (``pip install 'crmlab[dashboard]'``).
+KerasTuner searches keep no Optuna storage: their trials are in MLflow (``mlflow ui``), which the command says
+instead of starting.
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         from optuna_dashboard import run_server
     except ImportError:
         raise CrmlabError("crmlab dashboard needs optuna-dashboard: pip install 'crmlab[dashboard]'") from None
+    front = f"; its Pareto front of {', '.join(g.metric for g in search.goals)}" if search.multi else ""
     print(
-        f"optuna-dashboard for '{doc.name}' on http://127.0.0.1:{args.port}/dashboard/ (storage {url}); Ctrl-C stops",
+        f"optuna-dashboard for '{doc.name}' on http://127.0.0.1:{args.port}/dashboard/ (storage {url}){front}; Ctrl-C"
+        " stops",
         flush=True,
     )
     with contextlib.suppress(KeyboardInterrupt):

@@ -2,8 +2,9 @@
 becomes a new version of the registered model NAME (:func:`crmlab.runners.inference._mlflow_model.register_model`).
 
 ``train`` registers its run's model; ``search`` the best trial's (the run the parent run's ``crmlab.best_trial``
-names); ``ablate`` canonical's run of the study's first seed, or ``--register-variant`` / ``--register-seed``. The
-version's tags are the study, its kind, the run key, the variant and seed or the trial, and the run's test metrics
+names), or the one ``--pick`` / ``--trial`` chooses (tagged with its objective values and ``crmlab.pareto``);
+``ablate`` canonical's run of the study's first seed, or ``--register-variant`` / ``--register-seed``. The version's
+tags are the study, its kind, the run key, the variant and seed or the trial, and the run's test metrics
 (``test.SET.METRIC``). Options are checked before anything trains; every refusal is one line (exit code 2).
 """
 
@@ -101,8 +102,10 @@ def register_ablation(args: argparse.Namespace, ablation: Any, choice: tuple[str
     register_result(args, result, ablation.doc.name, "ablation", {"crmlab.variant": name, "crmlab.seed": str(seed)})
 
 
-def register_search(args: argparse.Namespace, search: Any, rows: Any, runs_dir: Path) -> None:
-    """Register the best complete trial's model of a finished search; nothing without ``--register``.
+def register_search(args: argparse.Namespace, search: Any, rows: Any, runs_dir: Path, chosen: Any = None) -> None:
+    """Register the model of the ``chosen`` trial (:func:`crmlab.search.arch.choose_trial`; default: the best
+    complete trial) of a finished search; nothing without ``--register``. The version is tagged with the trial's
+    objective values (``objective.METRIC``) and whether it is on the Pareto front (``crmlab.pareto``).
 
     Raises:
         CrmlabError: no complete trial, or its run folder is gone (one line).
@@ -112,12 +115,13 @@ def register_search(args: argparse.Namespace, search: Any, rows: Any, runs_dir: 
 
     if args.register is None:
         return
-    best = best_row(rows, search.doc.objective.direction)
+    best = chosen if chosen is not None else best_row(rows, search.direction)
     if best is None:
         raise CrmlabError(f"--register: {search.doc.name} has no complete trial; nothing registered")
     spec = search.variant(best.params)  # the trial's run, keyed as the trial keyed it (crmlab.search.arch._trial)
     key = run_key(spec.graph, spec.recipe, data_hashes(search.datasets, search.tests))
     if not (runs_dir / key / "result.json").is_file():
         raise CrmlabError(f"--register: the run of trial {best.number} is not in {runs_dir}; nothing registered")
-    extra = {"crmlab.trial": str(best.number)}
+    extra = {"crmlab.trial": str(best.number), "crmlab.pareto": str(best.pareto).lower()}
+    extra.update({f"objective.{k}": f"{v:.6g}" for k, v in best.values.items()})
     register_result(args, load_result(runs_dir / key, key), search.doc.name, "search", extra)

@@ -13,13 +13,22 @@ __all__ = ["add_parser", "cmd_search"]
 def cmd_search(args: argparse.Namespace) -> int:
     """Run a search study (kind: search): canonical once, then trials; leaderboard, importances, export."""
     from crmlab.runners.rundir import checked_runs_dir
-    from crmlab.search.arch import BACKENDS, SearchOptions, check_export_path, export_best_trial, load_search
+    from crmlab.search.arch import (
+        BACKENDS,
+        SearchOptions,
+        check_choice,
+        check_export_path,
+        choose_trial,
+        export_best,
+        load_search,
+    )
 
     runs_dir = checked_runs_dir(args.runs_dir)
     export = check_export_path(args.export)
     model_registry.check_options(args)
     search = load_search(args.study, args.set)
     doc = search.doc
+    pick = check_choice(search, args.pick, args.trial, export is not None or args.register is not None)
     publish = None
     if not args.slots:  # --jobs 0: drive only, crmlab worker processes train
         from crmlab.search.served import search_publisher
@@ -36,9 +45,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     )
     backend = BACKENDS[doc.backend]()
     backend.check_options(search_options)
+    goals = ", ".join(f"{g.metric} ({g.resolved})" for g in search.goals)
+    limits = "".join(f", {k} <= {v.max:g}" for k, v in doc.constraints.items())
     print(
         f"{doc.name}: {doc.backend} search, {len(search.space)} parameters, {doc.trials} trials, "
-        f"objective {doc.objective.metric} ({doc.objective.direction}); canonical {search.canonical_parameters:,} "
+        f"objective{'s' if search.multi else ''} {goals}{limits}; canonical {search.canonical_parameters:,} "
         "parameters",
         flush=True,
     )
@@ -49,10 +60,14 @@ def cmd_search(args: argparse.Namespace) -> int:
         Tracker(args.tracking_uri, doc.name)  # an unusable tracking store is reported before an SQLite storage
     run = backend.run(search, runs_dir, search_options)
     print(backend.summary(search, run))
-    model_registry.register_search(args, search, run.rows, runs_dir)
+    if export is None and args.register is None:
+        return 0
+    chosen = choose_trial(search, run.rows, pick, args.trial)
+    model_registry.register_search(args, search, run.rows, runs_dir, chosen)
     if export is not None:
-        best, study_file, graph_file = export_best_trial(search, run.rows, export)
-        print(f"best trial {best.number} exported: {study_file} (graph {graph_file}); train it: crmlab train {export}")
+        study_file, graph_file = export_best(search, chosen.params, export)
+        which = "best trial" if pick is None and args.trial is None else "trial"
+        print(f"{which} {chosen.number} exported: {study_file} (graph {graph_file}); train it: crmlab train {export}")
     return 0
 
 
@@ -78,5 +93,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("study", help="search study YAML (e.g. studies/quick_search.yaml)")
     p.add_argument("--storage", help="Optuna storage URL, shared by workers (default: sqlite:///<runs-dir>/optuna.db)")
     p.add_argument("--export", metavar="BEST.yaml", help="write the best trial as a train study (+ BEST.graph.yaml)")
+    p.add_argument(
+        "--pick",
+        metavar="RULE",
+        help="the trial to export / register: 'max val_pearson_r where params <= 1e6' (complete, feasible trials)",
+    )
+    p.add_argument("--trial", type=int, metavar="N", help="export / register trial N")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-trial progress lines")
     p.set_defaults(func=cmd_search)

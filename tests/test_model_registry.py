@@ -91,7 +91,7 @@ def test_nothing_to_register_is_a_one_line_error(tmp_path: Path) -> None:
         CrmlabError, match=r"^--register: run 0123abcd has no MLflow run \(trained with --no-mlflow\?\)$"
     ):
         register_result(args, unlogged, "s", "train")
-    search = SimpleNamespace(doc=SimpleNamespace(name="s", objective=SimpleNamespace(direction="maximize")))
+    search = SimpleNamespace(doc=SimpleNamespace(name="s"), direction="maximize")
     with pytest.raises(CrmlabError, match=r"^--register: s has no complete trial; nothing registered$"):
         register_search(args, search, [], tmp_path)
 

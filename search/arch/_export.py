@@ -48,7 +48,7 @@ def export_best_trial(search: Search, rows: Sequence[TrialRow], out: Path) -> tu
     Raises:
         CrmlabError: no trial is complete.
     """
-    best = best_row(rows, search.doc.objective.direction)
+    best = best_row(rows, search.direction)
     if best is None:
         raise CrmlabError(f"--export: no trial of {search.doc.name} is complete yet; nothing to export")
     return best, *export_best(search, best.params, out)

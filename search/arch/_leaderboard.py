@@ -27,7 +27,15 @@ __all__ = [
 
 @dataclass
 class TrialRow:
-    """One line of the leaderboard."""
+    """One line of the leaderboard.
+
+    ``value`` is the objective a single-objective leaderboard ranks by (the search's first validation-metric objective,
+    :attr:`~crmlab.search.arch._study.Search.metric`); ``values`` every objective's (metric -> value, in the search's
+    order; one entry for a single-objective search) of a complete trial; ``costs`` the costs measured before training;
+    ``feasible`` whether the trial met every constraint; ``run_key`` and ``mlflow_run_id`` its run; ``pareto`` whether
+    it is on the Pareto front (:func:`crmlab.search.arch._pareto.mark_front`); ``same`` the numbers of later trials
+    merged into this row (the same run key).
+    """
 
     number: int
     state: str
@@ -36,6 +44,13 @@ class TrialRow:
     epochs: int = 0
     deltas: dict[str, float] = field(default_factory=dict)
     reason: str = ""
+    values: dict[str, float] = field(default_factory=dict)
+    costs: dict[str, float] = field(default_factory=dict)
+    feasible: bool = True
+    run_key: str = ""
+    mlflow_run_id: str = ""
+    pareto: bool = False
+    same: list[int] = field(default_factory=list)
 
 
 def best_row(rows: Sequence[TrialRow], direction: str) -> TrialRow | None:

@@ -19,6 +19,8 @@ def make_sampler(search: Search, worker: int) -> optuna.samplers.BaseSampler:
     if o.sampler == "grid":
         grid = {p.key: p.finite_values for p in search.space}
         return optuna.samplers.GridSampler(grid, seed=seed)  # type: ignore[arg-type]
+    if o.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
     if o.sampler == "cmaes":
         return optuna.samplers.CmaEsSampler(
             seed=seed, n_startup_trials=o.startup_trials, warn_independent_sampling=False
@@ -31,14 +33,16 @@ def make_sampler(search: Search, worker: int) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(search: Search) -> optuna.pruners.BasePruner:
-    """The ``optuna.pruner`` of the study, on the epochs of the recipe's last stage."""
+    """The ``optuna.pruner`` of the study, on the epochs of the recipe's last stage (unset: ``median`` with one
+    objective, none with several)."""
     o = search.doc.optuna
+    pruner = o.pruner or ("none" if search.multi else "median")
     last = search.canonical[1].stages[-1]
     epochs = search.canonical[1].stage_epochs(last)
-    if o.pruner == "median":
+    if pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=o.startup_trials, n_warmup_steps=o.warmup_epochs)
-    if o.pruner == "successive_halving":
+    if pruner == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(o.warmup_epochs, 1), reduction_factor=3)
-    if o.pruner == "hyperband":
+    if pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=max(o.warmup_epochs, 1), max_resource=max(epochs, 2))
     return optuna.pruners.NopPruner()

@@ -9,6 +9,8 @@ space as distributions (:mod:`~crmlab.search.arch._optuna_space`), the trial bud
 
 from __future__ import annotations
 
+import warnings
+
 import optuna
 from optuna.storages import RDBStorage
 
@@ -35,9 +37,13 @@ def open_study(search: Search, storage: RDBStorage, worker: int = 0) -> optuna.S
             storage=storage,
             sampler=make_sampler(search, worker),
             pruner=make_pruner(search),
-            direction=search.doc.objective.direction,
+            directions=[g.resolved for g in search.goals],
             load_if_exists=True,
         )
+        if search.multi and study.metric_names is None:
+            with warnings.catch_warnings():  # "experimental" since Optuna 3.2
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([g.metric for g in search.goals])  # optuna-dashboard's Pareto-front axes
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CrmlabError(f"--storage: cannot open study '{search.doc.name}' in {storage.url}: {first}") from None

@@ -48,7 +48,7 @@ from crmlab.runners.studyfile import (
     load_study_file,
     parse_recipe,
 )
-from crmlab.search.arch._schema import SearchDoc
+from crmlab.search.arch._schema import MULTI_OBJECTIVE_SAMPLERS, Goal, SearchDoc
 
 __all__ = ["CANONICAL", "Search", "TrialSpec", "load_search"]
 
@@ -84,14 +84,24 @@ class Search:
 
     @property
     def key(self) -> str:
-        """What makes two invocations the same search (the trial budget and backend options may change)."""
-        return digest(
+        """What makes two invocations the same search (the trial budget and backend options may change).
+
+        A search with a single ``objective:`` and no constraints hashes as it always did; ``objectives:`` (their
+        metrics and resolved directions) and ``constraints:`` are hashed when given, so changing them changes the key.
+        """
+        parts: list[Any] = [
             self.base_graph,
             self.doc.recipe,
             {k: v.model_dump(mode="json") for k, v in {**self.doc.data, **self.doc.test_sets}.items()},
             self.doc.space,
             self.doc.objective.model_dump(mode="json"),
-        )
+        ]
+        if self.doc.objectives is not None or self.doc.constraints:
+            parts[-1] = {
+                "objectives": [[g.metric, g.resolved] for g in self.doc.goals],
+                "constraints": {k: v.max for k, v in sorted(self.doc.constraints.items())},
+            }
+        return digest(*parts)
 
     def variant(self, values: Mapping[str, Any]) -> TrialSpec:
         """The trial of these sampled ``values`` (inactive ones ignored): the base spec and recipe, patched."""
@@ -103,9 +113,29 @@ class Search:
         return TrialSpec(graph, recipe, patch, graph_doc, recipe_doc)
 
     @property
+    def goals(self) -> list[Goal]:
+        """The objectives in order (one for a single-objective search)."""
+        return self.doc.goals
+
+    @property
+    def multi(self) -> bool:
+        """Whether the search has several objectives (a Pareto front, no epoch pruning)."""
+        return len(self.doc.goals) > 1
+
+    @property
     def metric(self) -> str:
-        """The objective's validation metric."""
-        return self.doc.objective.metric
+        """The validation metric that a trial's epochs follow: the first objective that is not a cost."""
+        return next(g.metric for g in self.doc.goals if not g.is_cost)
+
+    @property
+    def direction(self) -> str:
+        """The direction of :attr:`metric`."""
+        return next(g.resolved for g in self.doc.goals if g.metric == self.metric)
+
+    @property
+    def costs(self) -> list[str]:
+        """The costs a trial needs measured before training: its cost objectives and constrained costs."""
+        return list(dict.fromkeys([*(g.metric for g in self.doc.goals if g.is_cost), *self.doc.constraints]))
 
 
 def load_search(path: str | Path, overrides: Sequence[str] = (), assemble: bool = True) -> Search:
@@ -174,6 +204,7 @@ def _check_space(search: Search) -> dict[str, tuple[str, GraphSpec]]:
 
 def _check_backend(search: Search) -> None:
     file, doc = str(search.path), search.doc
+    _check_objectives(search)
     if doc.backend == "optuna" and doc.optuna.sampler == "grid":
         loose = [p.key for p in search.space if isinstance(p.spec, FloatParam) and p.spec.step is None]
         if loose:
@@ -196,6 +227,32 @@ def _check_backend(search: Search) -> None:
             )
     if doc.backend == "optuna" and doc.optuna.heartbeat.grace < 2 * doc.optuna.heartbeat.interval:
         raise SpecError(file, "optuna.heartbeat.grace", "must be at least twice the interval")
+
+
+def _check_objectives(search: Search) -> None:
+    """Refuse what a multi-objective or constrained search cannot do on its backend, sampler or pruner."""
+    file, doc = str(search.path), search.doc
+    costly = any(g.is_cost for g in doc.goals) or bool(doc.constraints)
+    if doc.backend == "keras_tuner" and (search.multi or costly):
+        what = "several objectives" if search.multi else "costs and constraints"
+        raise SpecError(
+            file, "backend", f"keras_tuner sums objectives and has no Pareto front; {what} need backend: optuna"
+        )
+    if not search.multi or doc.backend != "optuna":
+        return
+    if doc.optuna.sampler not in MULTI_OBJECTIVE_SAMPLERS:
+        raise SpecError(
+            file,
+            "optuna.sampler",
+            f"{doc.optuna.sampler} does not support several objectives; use {', '.join(MULTI_OBJECTIVE_SAMPLERS)}",
+        )
+    if doc.optuna.pruner not in (None, "none"):
+        raise SpecError(
+            file,
+            "optuna.pruner",
+            f"{doc.optuna.pruner}: epoch pruning is single-objective in Optuna (trial.report and should_prune refuse"
+            " several objectives); a multi-objective search rejects over-budget architectures with constraints",
+        )
 
 
 def _assemble_all(search: Search, graphs: dict[str, tuple[str, GraphSpec]]) -> int:

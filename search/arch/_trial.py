@@ -144,7 +144,7 @@ class TrialRun:
         """Train (or resume / reuse) the trial and score it; ``canonical`` (canonical CRMnet's test metrics) gives
         the ``delta.*`` metrics. A diverged run is ``failed`` with its reason, never an exception."""
         search, spec, metric = self.search, self.spec, self.search.metric
-        direction = search.doc.objective.direction
+        direction = search.direction
         earlier = run_history(spec.graph, spec.recipe, search.datasets, search.tests, self.runs_dir)
         outcome: TrialOutcome
         try:
@@ -274,5 +274,6 @@ def open_parent_run(
         tags,
         "crmlab.search_key",
         run_id,
-        {"space": search.doc.space, "objective": search.doc.objective.model_dump()},
+        {"space": search.doc.space, "objective": search.doc.objective.model_dump()}
+        | ({"objectives": [g.model_dump() for g in search.goals]} if search.doc.objectives is not None else {}),
     )

@@ -27,6 +27,7 @@ from crmlab.search.arch._leaderboard import (
     too_few_trials_text,
     trials_needed_for_importances,
 )
+from crmlab.search.arch._pareto import log_front, pareto_text
 from crmlab.search.arch._study import Search
 
 __all__ = ["SearchBackend", "SearchOptions", "SearchRun", "finish_search"]
@@ -90,8 +91,10 @@ class SearchBackend(ABC):
         """The leaderboard (canonical's objective for reference) and the parameter importances, as text; with too
         few complete trials (:func:`~crmlab.search.arch._leaderboard.trials_needed_for_importances`) a line saying
         so."""
-        objective = search.doc.objective
-        board = leaderboard_text(run.rows, objective.metric, objective.direction, run.canonical["value"])
+        if search.multi:
+            board = pareto_text(run.rows, search.goals, run.canonical["value"])
+        else:
+            board = leaderboard_text(run.rows, search.metric, search.direction, run.canonical["value"])
         complete, needed = complete_trials(run.rows), trials_needed_for_importances(len(search.space))
         if complete < needed:
             return f"{board}\n{too_few_trials_text(complete, needed)}"
@@ -122,6 +125,8 @@ def finish_search(
     record_study(runs_dir, Owner(search.doc.name, "search", search.key), "finish")
     rows = read_rows()
     if tracker is not None:
-        log_summary(tracker, search.metric, search.doc.objective.direction, rows, canonical)
+        log_summary(tracker, search.metric, search.direction, rows, canonical)
+        if search.multi:
+            log_front(tracker, rows, search.goals)
         tracker.end("FINISHED")
     return rows

@@ -176,7 +176,7 @@ class CrmlabTuner(BaseTuner):
 def make_oracle(search: Search) -> keras_tuner.Oracle:
     """The ``keras_tuner.tuner`` oracle over the declared space (Hyperband's budget: epochs of the last stage)."""
     o, doc = search.doc.keras_tuner, search.doc
-    objective = keras_tuner.Objective(doc.objective.metric, "min" if doc.objective.direction == "minimize" else "max")
+    objective = keras_tuner.Objective(search.metric, "min" if search.direction == "minimize" else "max")
     common = {
         "objective": objective,
         "seed": doc.seed,
@@ -263,7 +263,7 @@ def importances(search: Search, rows: list[TrialRow]) -> dict[str, float]:
     if len(done) < 2 or len({r.value for r in done}) < 2:
         return {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction=search.doc.objective.direction)
+    study = optuna.create_study(direction=search.direction)
     dists = distributions(search.space)
     for r in done:
         study.add_trial(

@@ -25,10 +25,12 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from crmlab.registry import CrmlabError
 from crmlab.runners.parallel import Slot, death_reason, import_keras_quietly, run_tasks, slot_environment
 from crmlab.runners.rundir import Owner, TrainingFailed, record_study
-from crmlab.search.arch._leaderboard import TrialRow
+from crmlab.search.arch._leaderboard import TrialRow, short_value
 from crmlab.search.arch._optuna_budget import SURPLUS_ATTR, budget_used
+from crmlab.search.arch._optuna_costs import OBJECTIVES_ATTR, REJECTED_ATTR, objective_values, trial_costs
 from crmlab.search.arch._optuna_importances import importances
 from crmlab.search.arch._optuna_rows import trial_rows
 from crmlab.search.arch._optuna_space import suggest
@@ -77,7 +79,7 @@ def _train_canonical(args: tuple[str, list[str], str, str | None, str | None, st
 
 
 def _objective(search: Search, runs_dir: Path, uri: str | None, parent: str | None, canonical: dict) -> Any:
-    def objective(trial: optuna.Trial) -> float:
+    def objective(trial: optuna.Trial) -> float | list[float]:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("worker_pid", os.getpid())
         earlier = [t for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number]
@@ -85,6 +87,11 @@ def _objective(search: Search, runs_dir: Path, uri: str | None, parent: str | No
             trial.set_user_attr(SURPLUS_ATTR, True)
             raise TrialFailed("surplus: the study's trials were all taken when this one started")
         values = suggest(trial, search.space)
+        try:
+            costs = trial_costs(search, trial, values)  # raises TrialPruned for an over-budget architecture
+        except CrmlabError as exc:  # a cost that could not be measured (the probe process failed)
+            trial.set_user_attr("fail_reason", str(exc))
+            raise TrialFailed(str(exc)) from None
 
         def report(epoch: int, value: float) -> None:
             trial.report(value, epoch)
@@ -98,7 +105,7 @@ def _objective(search: Search, runs_dir: Path, uri: str | None, parent: str | No
             label=f"trial {trial.number}",
             tracking_uri=uri,
             parent_id=parent,
-            report=report,
+            report=None if search.multi else report,  # Optuna refuses trial.report with several objectives
             canonical=canonical["tests"],
         )
         trial.set_user_attr("epochs", len(outcome.curve))
@@ -113,8 +120,13 @@ def _objective(search: Search, runs_dir: Path, uri: str | None, parent: str | No
         if outcome.state == "failed":
             trial.set_user_attr("fail_reason", outcome.reason)
             raise TrialFailed(outcome.reason)
-        assert outcome.value is not None
-        return outcome.value
+        try:
+            scores = objective_values(search, outcome, costs)
+        except ValueError as exc:
+            trial.set_user_attr("fail_reason", str(exc))
+            raise TrialFailed(str(exc)) from None
+        trial.set_user_attr(OBJECTIVES_ATTR, dict(zip([g.metric for g in search.goals], scores, strict=True)))
+        return scores if search.multi else scores[0]
 
     return objective
 
@@ -150,9 +162,17 @@ def work(
 
 
 def _trial_line(search: Search, trial: optuna.trial.FrozenTrial) -> str:
-    """``trial N: complete val_pearson_r=0.7123 {params}``: a finished trial's progress line."""
-    value = f"{trial.value:.4f}" if trial.value is not None else "-"
-    return f"trial {trial.number}: {trial.state.name.lower()} {search.metric}={value} {trial.params}"
+    """``trial N: complete val_pearson_r=0.7123 {params}``: a finished trial's progress line (every objective's
+    value; a trial rejected before training says which constraint it broke)."""
+    state = trial.state.name.lower()
+    if REJECTED_ATTR in trial.user_attrs:
+        return f"trial {trial.number}: {state}, {trial.user_attrs[REJECTED_ATTR]} (0 epochs) {trial.params}"
+    values = trial.values or [None] * len(search.goals)
+    shown = " ".join(
+        f"{g.metric}={'-' if v is None else short_value(v) if g.is_cost else f'{v:.4f}'}"
+        for g, v in zip(search.goals, values, strict=True)
+    )
+    return f"trial {trial.number}: {state} {shown} {trial.params}"
 
 
 def _worker_main(args: tuple[str, list[str], str, str, str | None, str | None, int, str | None]) -> None:
@@ -262,6 +282,8 @@ def run_optuna(
     exist) offers the study to ``crmlab worker`` processes (:func:`serve_search`), and this process waits for them."""
     storage = open_storage(storage_url, runs_dir, search.doc.optuna.heartbeat)
     study = open_study(search, storage)
+    if search.multi and search.doc.optuna.pruner is None:
+        progress(f"{len(search.goals)} objectives: no epoch pruning (Optuna prunes single-objective studies only)")
     parent = None
     tracker = None
     if mlflow:
@@ -275,7 +297,7 @@ def run_optuna(
             publish(study)
         if workers == 0:
             canonical = _wait_for_workers(search, study, progress)
-            rows = finish_search(search, runs_dir, tracker, lambda: trial_rows(study), canonical)
+            rows = finish_search(search, runs_dir, tracker, lambda: trial_rows(study, search), canonical)
             return study, rows, canonical
         slots = list(slots) or [Slot(i) for i in range(workers)]
         canonical = _canonical(search, study, runs_dir, tracking_uri, parent, slots[0] if workers > 1 else None)
@@ -289,7 +311,7 @@ def run_optuna(
         if tracker is not None:
             tracker.end("KILLED")
         raise
-    rows = finish_search(search, runs_dir, tracker, lambda: trial_rows(study), canonical)
+    rows = finish_search(search, runs_dir, tracker, lambda: trial_rows(study, search), canonical)
     return study, rows, canonical
 
 

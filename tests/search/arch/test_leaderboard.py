@@ -36,7 +36,13 @@ def summary(complete: int, parameters: int) -> tuple[str, int]:
     rows = [TrialRow(i, "complete", 0.5 + i / 100, {"depth": i}) for i in range(complete)]
     rows += [TrialRow(complete, "pruned", None, {}), TrialRow(complete + 1, "failed", None, {})]
     objective = SimpleNamespace(metric="val_pearson_r", direction="maximize")
-    search = SimpleNamespace(doc=SimpleNamespace(objective=objective), space=list(range(parameters)))
+    search = SimpleNamespace(
+        doc=SimpleNamespace(objective=objective),
+        space=list(range(parameters)),
+        multi=False,
+        metric=objective.metric,
+        direction=objective.direction,
+    )
     backend = Weighing()
     text = backend.summary(search, SearchRun(rows, {"value": 0.5}, None))  # type: ignore[arg-type]
     return text, backend.asked

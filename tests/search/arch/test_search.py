@@ -23,14 +23,9 @@ from crmlab.search.arch.backends import _optuna as optuna_backend
 ROOT = Path(__file__).resolve().parents[3]
 TINY = ROOT / "tests" / "fixtures" / "studies" / "tiny_search.yaml"
 
-# One pytest-xdist process runs this module, so the module's trained search (optuna_search) is trained once.
+# One pytest-xdist process runs this module and test_pareto.py, so the trained search (conftest.py: optuna_search)
+# is trained once.
 pytestmark = pytest.mark.xdist_group("tiny_search")
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One runs folder for the module: identical runs (canonical) are trained once and reused across tests."""
-    return tmp_path_factory.mktemp("search") / "runs"
 
 
 def _child_runs(db: Path) -> list:
@@ -41,25 +36,6 @@ def _child_runs(db: Path) -> list:
 
 def _study(storage: Path) -> optuna.Study:
     return optuna.load_study(study_name="tiny_search", storage=f"sqlite:///{storage}")
-
-
-@pytest.fixture(scope="module")
-def optuna_search(runs: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The tiny search on Optuna through the CLI (4 random trials) with --export; returns its paths and output."""
-    tmp = tmp_path_factory.mktemp("optuna")
-    args = [
-        "search",
-        str(TINY),
-        "--runs-dir",
-        str(runs),
-        "--storage",
-        f"sqlite:///{tmp / 'optuna.db'}",
-        "--tracking-uri",
-        f"sqlite:///{tmp / 'mlflow.db'}",
-        "--export",
-        str(tmp / "out" / "best.yaml"),
-    ]
-    return {"tmp": tmp, "args": args, "code": main([*args, "--register", "tiny_best"])}
 
 
 def test_optuna_search_runs_every_trial_once_and_reports(

@@ -51,6 +51,7 @@ def test_device_check_quick_runs_every_step_without_tensorflow_or_mlflow(tmp_pat
     doc = json.loads(out.read_text())
     assert proc.returncode == 0 and doc["failed"] == [], failures(doc) + proc.stderr[-2000:]
     assert doc["quick"] is True and doc["machine"]["cpu_only"] is True and doc["machine"]["backend"] == "jax"
+    assert doc["machine"]["jax_compilation_cache_entries"] > 0  # the processes' shared compilation cache was used
     steps = {s["id"]: s for s in doc["steps"]}
     assert list(steps) == ["1", "2", "3a", "3b", "4", "5"]
     for sid, step in steps.items():

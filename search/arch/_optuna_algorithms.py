@@ -19,8 +19,8 @@ def make_sampler(search: Search, worker: int) -> optuna.samplers.BaseSampler:
     if o.sampler == "grid":
         grid = {p.key: p.finite_values for p in search.space}
         return optuna.samplers.GridSampler(grid, seed=seed)  # type: ignore[arg-type]
-    if o.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+    if o.sampler == "nsga2":  # a generation of a quarter of the trials (4 to 50), so the budget holds several
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=min(50, max(4, search.doc.trials // 4)))
     if o.sampler == "cmaes":
         return optuna.samplers.CmaEsSampler(
             seed=seed, n_startup_trials=o.startup_trials, warn_independent_sampling=False

@@ -310,4 +310,4 @@ def test_three_objectives_front_is_best_trials_and_the_same_seed_gives_the_same_
 def test_the_shipped_quick_pareto_study_loads_as_a_constrained_two_objective_search() -> None:
     search = load_search(ROOT / "studies" / "quick_pareto.yaml", assemble=False)
     assert [(g.metric, g.resolved) for g in search.goals] == [("val_pearson_r", "maximize"), ("params", "minimize")]
-    assert search.multi and search.doc.optuna.sampler == "nsga2" and search.doc.constraints["params"].max == 5.0e5
+    assert search.multi and search.doc.optuna.sampler == "tpe" and search.doc.constraints["params"].max == 5.0e5

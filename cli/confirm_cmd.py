@@ -28,7 +28,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     against confirmed score per trial."""
     from crmlab.runners.rundir import checked_runs_dir
     from crmlab.search.ablation import seeds_text, table_text, undecided_lines
-    from crmlab.search.arch import load_search
+    from crmlab.search.arch import load_search, parse_pick
     from crmlab.search.confirm import (
         DEFAULT_SEEDS,
         prepare_confirmation,
@@ -39,8 +39,16 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
     runs_dir = checked_runs_dir(args.runs_dir)
     search = load_search(args.study, args.set, assemble=False)
+    pick = parse_pick(args.pick, search) if args.pick is not None else None
     c = prepare_confirmation(
-        search, runs_dir, storage=args.storage, top=args.top, trials=args.trials, seeds=args.seeds or DEFAULT_SEEDS
+        search,
+        runs_dir,
+        storage=args.storage,
+        top=args.top,
+        trials=args.trials,
+        pareto=args.pareto,
+        pick=pick,
+        seeds=args.seeds or DEFAULT_SEEDS,
     )
     ablation = c.ablation
     numbers = ", ".join(str(r.number) for r in c.chosen)
@@ -72,9 +80,18 @@ def add_parser(sub: Any) -> None:
     p.add_argument("study", help="the search study YAML that ran (kind: search)")
     choice = p.add_mutually_exclusive_group(required=True)
     choice.add_argument(
-        "--top", type=options.positive_int, metavar="K", help="confirm the K best complete trials by the objective"
+        "--top",
+        type=options.positive_int,
+        metavar="K",
+        help="confirm the K best complete, feasible trials by the first objective (or by --pick)",
     )
+    choice.add_argument("--pareto", action="store_true", help="confirm every trial on the Pareto front")
     choice.add_argument("--trials", type=int, nargs="+", metavar="N", help="confirm these trial numbers")
+    p.add_argument(
+        "--pick",
+        metavar="RULE",
+        help="with --top: rank by this rule instead, e.g. 'max val_pearson_r where params <= 1e6'",
+    )
     p.add_argument(
         "--seeds",
         type=seeds_pair,

@@ -28,7 +28,8 @@ def finished_trials(
         storage: the ``--storage`` URL the search ran with (``None``: the default SQLite file).
 
     Returns:
-        The rows of the finished trials (:func:`~crmlab.search.arch._optuna_rows.trial_rows`) and canonical's record
+        The rows of the finished trials (:func:`~crmlab.search.arch._optuna_rows.trial_rows`, the Pareto front
+        marked) and canonical's record
         (``value``, ``tests`` metrics, ``run_key``).
 
     Raises:
@@ -56,6 +57,6 @@ def finished_trials(
         canonical = study.user_attrs.get(CANONICAL_ATTR)
         if canonical is None:
             raise CrmlabError(f"{never} (canonical has not finished)")
-        return trial_rows(study), canonical
+        return trial_rows(study, search), canonical
     finally:
         rdb.engine.dispose()

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from crmlab.search.ablation import Ablation, load_ablation, parent_run, run_ablation
-from crmlab.search.arch import Search, finished_trials
-from crmlab.search.confirm._choose import ScoredTrial, choose_trials
+from crmlab.search.arch import Pick, Search, TrialRow, finished_trials
+from crmlab.search.confirm._choose import choose_trials
 from crmlab.search.confirm._scores import ConfirmedScore, confirmed_scores, write_scores
 from crmlab.search.confirm._study import DEFAULT_SEEDS, fresh_seeds, selection_seeds, write_confirmation
 
@@ -24,7 +24,7 @@ class Confirmation:
     loaded ablation) and, once run, the ablation's results, comparison rows, report and the scores."""
 
     search: Search
-    chosen: list[ScoredTrial]
+    chosen: list[TrialRow]
     canonical: dict[str, Any]
     path: Path
     ablation: Ablation
@@ -41,6 +41,8 @@ def prepare_confirmation(
     storage: str | None = None,
     top: int | None = None,
     trials: Sequence[int] | None = None,
+    pareto: bool = False,
+    pick: Pick | None = None,
     seeds: tuple[int, int] = DEFAULT_SEEDS,
 ) -> Confirmation:
     """Read the search's finished trials, choose the ones to confirm, write the confirmed study and load it (every
@@ -50,15 +52,17 @@ def prepare_confirmation(
         search: the loaded search.
         runs_dir: the runs folder (the search's, and the confirmation's).
         storage: the search's Optuna storage URL (``None``: ``RUNS_DIR/optuna.db``).
-        top: confirm the best ``top`` complete trials (exclusive with ``trials``).
+        top: confirm the best ``top`` complete, feasible trials (by ``pick``, else the first objective).
         trials: confirm these trial numbers.
+        pareto: confirm the trials on the Pareto front.
+        pick: with ``top``: a parsed ``--pick`` rule to rank by.
         seeds: adaptive seeds ``(initial, max)``, numbered past the selection seed.
 
     Raises:
         CrmlabError: one line: the search never ran, or the choice is impossible.
     """
     rows, canonical = finished_trials(search, runs_dir, storage)
-    chosen = choose_trials(search, rows, top=top, trials=trials)
+    chosen = choose_trials(search, rows, top=top, trials=trials, pareto=pareto, pick=pick)
     path = write_confirmation(search, chosen, fresh_seeds(search, chosen, *seeds), runs_dir)
     return Confirmation(search, chosen, canonical, path, load_ablation(path))
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from crmlab.search.ablation import REFERENCE
-from crmlab.search.confirm._choose import ScoredTrial
+from crmlab.search.arch import TrialRow
 from crmlab.search.confirm._study import variant_name
 
 __all__ = ["ConfirmedScore", "confirmed_scores", "scores_markdown", "write_scores"]
@@ -65,7 +65,7 @@ class ConfirmedScore:
 
 def confirmed_scores(
     search: Any,
-    chosen: Sequence[ScoredTrial],
+    chosen: Sequence[TrialRow],
     canonical: Mapping[str, Any],
     results: Mapping[tuple[str, int], Any],
     rows: Sequence[Any],
@@ -83,7 +83,7 @@ def confirmed_scores(
         Canonical first, then one :class:`ConfirmedScore` per chosen trial.
     """
     metric = search.metric
-    sign = 1.0 if search.doc.objective.direction == "maximize" else -1.0
+    sign = 1.0 if search.direction == "maximize" else -1.0
     verdicts: dict[str, dict[str, str]] = {}
     for r in rows:
         if r.decision is not None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from crmlab.registry import yamlio
 from crmlab.search.ablation import AdaptiveSeeds
-from crmlab.search.confirm._choose import ScoredTrial
+from crmlab.search.arch import TrialRow
 
 __all__ = [
     "DEFAULT_SEEDS",
@@ -44,13 +44,13 @@ def variant_name(number: int) -> str:
     return f"trial_{number}"
 
 
-def selection_seeds(search: Any, chosen: Sequence[ScoredTrial]) -> list[int]:
+def selection_seeds(search: Any, chosen: Sequence[TrialRow]) -> list[int]:
     """The seeds the search trained canonical and the ``chosen`` trials on (``recipe.seed``, patched or not)."""
     seeds = {search.canonical[1].seed, *(search.variant(r.params).recipe.seed for r in chosen)}
     return sorted(seeds)
 
 
-def fresh_seeds(search: Any, chosen: Sequence[ScoredTrial], initial: int, most: int) -> AdaptiveSeeds:
+def fresh_seeds(search: Any, chosen: Sequence[TrialRow], initial: int, most: int) -> AdaptiveSeeds:
     """Adaptive seeds ``{initial, max: most}`` numbered from one past the largest selection seed, so that no
     confirmation run repeats a run the search selected on."""
     return AdaptiveSeeds(initial=initial, max=most, first=max(selection_seeds(search, chosen)) + 1)
@@ -80,7 +80,7 @@ def _relocated(source: Any, base: Path, folder: Path) -> dict[str, Any]:
     return doc
 
 
-def confirmation_doc(search: Any, chosen: Sequence[ScoredTrial], seeds: AdaptiveSeeds, folder: Path) -> dict[str, Any]:
+def confirmation_doc(search: Any, chosen: Sequence[TrialRow], seeds: AdaptiveSeeds, folder: Path) -> dict[str, Any]:
     """The confirmed study's document, its file names relative to ``folder`` (where it is written).
 
     Args:
@@ -116,7 +116,7 @@ def confirmation_doc(search: Any, chosen: Sequence[ScoredTrial], seeds: Adaptive
     }
 
 
-def write_confirmation(search: Any, chosen: Sequence[ScoredTrial], seeds: AdaptiveSeeds, runs_dir: Path) -> Path:
+def write_confirmation(search: Any, chosen: Sequence[TrialRow], seeds: AdaptiveSeeds, runs_dir: Path) -> Path:
     """Write the confirmed study (:func:`confirmation_doc`) to :func:`confirmation_path`; returns the file."""
     path = confirmation_path(search, runs_dir)
     doc = confirmation_doc(search, chosen, seeds, path.parent)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from crmlab.confirm_cmd import seeds_pair
 from crmlab.registry import CrmlabError, yamlio
 from crmlab.search.ablation import REFERENCE, all_seeds, load_ablation
-from crmlab.search.arch import load_search
+from crmlab.search.arch import Goal, Pick, TrialRow, load_search, mark_front
 from crmlab.search.confirm import (
     ConfirmedScore,
     choose_trials,
@@ -29,32 +30,63 @@ from tests.search.conftest import ROOT
 TINY_SEARCH = ROOT / "tests" / "fixtures" / "studies" / "tiny_search.yaml"
 
 
-def _search(direction: str = "maximize") -> Any:
-    return SimpleNamespace(doc=SimpleNamespace(name="s", objective=SimpleNamespace(direction=direction)))
+def _search(direction: str = "maximize", *costs: str) -> Any:
+    """A search's name and objectives: Pearson r in ``direction``, then the ``costs`` (minimised)."""
+    goals = [Goal(metric="val_pearson_r", direction=direction), *(Goal(metric=c) for c in costs)]
+    return SimpleNamespace(doc=SimpleNamespace(name="s"), goals=goals)
+
+
+def _row(number: int, state: str, r: float | None, params: int = 0, key: str = "", feasible: bool = True) -> TrialRow:
+    values = {"val_pearson_r": r, "params": float(params)} if state == "complete" and r is not None else {}
+    costs = {"params": float(params)} if params else {}
+    return TrialRow(number, state, r, {}, values=values, costs=costs, feasible=feasible, run_key=key or str(number))
 
 
 ROWS = [
-    SimpleNamespace(number=0, state="complete", value=0.50, params={}),
-    SimpleNamespace(number=1, state="pruned", value=0.90, params={}),
-    SimpleNamespace(number=2, state="complete", value=0.70, params={}),
-    SimpleNamespace(number=3, state="complete", value=0.70, params={}),
-    SimpleNamespace(number=4, state="failed", value=None, params={}),
+    _row(0, "complete", 0.50, 300),
+    _row(1, "pruned", 0.90),
+    _row(2, "complete", 0.70, 900, key="b"),
+    _row(3, "complete", 0.70, 200),
+    _row(4, "failed", None),
+    _row(5, "complete", 0.70, 900, key="b"),  # trial 2's configuration again: the same run
+    _row(6, "complete", 0.95, 5000, feasible=False),  # over a limit: never chosen
 ]
 
 
-def test_top_ranks_complete_trials_by_the_objective_and_trials_keeps_the_order_given() -> None:
+def test_top_ranks_complete_feasible_distinct_trials_by_the_first_objective_and_trials_keeps_the_order_given() -> None:
     assert [r.number for r in choose_trials(_search(), ROWS, top=3)] == [2, 3, 0]  # equal values: trial order
     assert [r.number for r in choose_trials(_search("minimize"), ROWS, top=1)] == [0]
     assert [r.number for r in choose_trials(_search(), ROWS, trials=[3, 0, 3])] == [3, 0]
 
 
+def test_pick_ranks_the_trials_meeting_its_conditions_and_pareto_takes_the_front() -> None:
+    cheap = Pick("max val_pearson_r where params <= 500", "max", "val_pearson_r", (("params", "<=", 500.0),))
+    assert [r.number for r in choose_trials(_search(), ROWS, top=2, pick=cheap)] == [3, 0]
+    smallest = Pick("min params", "min", "params")
+    assert [r.number for r in choose_trials(_search(), ROWS, top=1, pick=smallest)] == [3]
+    search = _search("maximize", "params")
+    rows = [replace(r) for r in ROWS]
+    mark_front(rows, search.goals)  # r up, params down: 3 (0.70, 200) dominates 0 and 2; 6 is infeasible
+    assert [r.number for r in choose_trials(search, rows, pareto=True)] == [3]
+    assert [r.number for r in choose_trials(search, rows, top=1)] == [2]  # the first objective; 2 before 5 (merged)
+
+
 @pytest.mark.parametrize(
     ("choice", "message"),
     [
-        ({"top": 4}, "--top 4: search 's' has 3 complete trial(s); use --top 3"),
-        ({"trials": [0, 7]}, "--trials 7: search 's' has no trial 7 (complete: 0, 2, 3)"),
-        ({"trials": [1]}, "--trials 1: trial 1 is pruned, not complete (complete: 0, 2, 3)"),
-        ({}, "crmlab confirm: give --top K or --trials N"),
+        ({"top": 4}, "--top 4: search 's' has 3 distinct trial(s) complete and feasible; use --top 3"),
+        (
+            {
+                "top": 1,
+                "pick": Pick("max val_pearson_r where params < 1", "max", "val_pearson_r", (("params", "<", 1),)),
+            },
+            "--top 1: search 's' has 0 distinct trial(s) meeting 'max val_pearson_r where params < 1'",
+        ),
+        ({"trials": [0], "pick": Pick("min params", "min", "params")}, "--pick: ranks the trials --top takes"),
+        ({"pareto": True}, "--pareto: search 's' has no complete, feasible trial"),  # the front was never marked
+        ({"trials": [0, 7]}, "--trials 7: search 's' has no trial 7 (complete: 0, 2, 3, 5, 6)"),
+        ({"trials": [1]}, "--trials 1: trial 1 is pruned, not complete (complete: 0, 2, 3, 5, 6)"),
+        ({}, "crmlab confirm: give one of --top K, --pareto or --trials N"),
     ],
 )
 def test_an_impossible_choice_is_one_line(choice: dict, message: str) -> None:

@@ -133,12 +133,26 @@ def test_confirm_trains_fresh_seeds_once_and_reports_search_against_confirmed_sc
     finished_runs = _run_keys(runs)
     assert _confirm(finished) == 0
     assert _run_keys(runs) == finished_runs
+    # the front of a single-objective search is its best trial, confirmed above: nothing trains either
+    best = trials[0]
+    args = ["confirm", str(finished["study"]), "--runs-dir", str(runs), "--pareto", "--seeds", "2", "--no-mlflow"]
+    assert main(args) == 0
+    assert _run_keys(runs) == finished_runs
+    assert list(yamlio.load(confirmed)["variants"]) == [f"trial_{best.number}"]
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--top", "5"], "--top 5: search 'tiny_confirm' has 2 complete trial(s); use --top 2"),
+        (["--top", "5"], "--top 5: search 'tiny_confirm' has 2 distinct trial(s) complete and feasible; use --top 2"),
+        (
+            ["--trials", "0", "--pick", "min val_pearson_r"],
+            "--pick: ranks the trials --top takes; with --trials, leave it out",
+        ),
+        (
+            ["--top", "1", "--pick", "max params"],
+            "--pick: 'params' is not an objective or cost of tiny_confirm (val_pearson_r)",
+        ),
         (["--trials", "0", "9"], "--trials 9: search 'tiny_confirm' has no trial 9 (complete: 0, 1)"),
     ],
 )

@@ -114,7 +114,11 @@ def _flops(request: dict[str, Any]) -> dict[str, Any]:
         model = assemble(graph)
         values.append(flops_of(model, graph.inputs[next(iter(graph.inputs))].shape))
         keras.backend.clear_session(free_memory=False)
-    return {"flops": values, "counter": f"xla cost_analysis (jax {jax.__version__}, jaxlib {jaxlib.__version__})"}
+    platform = jax.default_backend()
+    return {
+        "flops": values,
+        "counter": f"xla cost_analysis (jax {jax.__version__}, jaxlib {jaxlib.__version__}, {platform})",
+    }
 
 
 def _step_time(request: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,15 @@ from typing import Any
 from crmlab.registry import CrmlabError
 from crmlab.search.arch._study import Search, TrialSpec
 
-__all__ = ["STEP_TIME_LOCK", "TrialCosts", "broken_constraints", "flops_per_sequence", "measure_costs", "probe"]
+__all__ = [
+    "PROBE_ENV",
+    "STEP_TIME_LOCK",
+    "TrialCosts",
+    "broken_constraints",
+    "flops_per_sequence",
+    "measure_costs",
+    "probe",
+]
 
 STEP_TIME_LOCK = Path(tempfile.gettempdir()) / "crmlab-step-time.lock"
 """The machine-wide lock held while a step time is measured (one crmlab process of a machine measures at a time)."""
@@ -43,14 +51,21 @@ class TrialCosts:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def probe(request: Mapping[str, Any], backend: str | None = None) -> dict[str, Any]:
+PROBE_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+"""The child takes GPU memory as it needs it: by default JAX would claim 75% of a GPU that the process training
+beside it (a search worker) already uses."""
+
+
+def probe(
+    request: Mapping[str, Any], backend: str | None = None, env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Answer ``request`` in a child process (:mod:`crmlab.search.arch._cost_probe`), with ``KERAS_BACKEND`` =
-    ``backend`` when given.
+    ``backend`` when given, and ``env`` (with :data:`PROBE_ENV`) added to this process's environment.
 
     Raises:
         CrmlabError: the child failed (its last error line).
     """
-    env = {**os.environ, **({"KERAS_BACKEND": backend} if backend else {})}
+    env = {**os.environ, **PROBE_ENV, **(env or {}), **({"KERAS_BACKEND": backend} if backend else {})}
     proc = subprocess.run(
         [sys.executable, "-m", "crmlab.search.arch._cost_probe"],
         input=json.dumps(request),
@@ -66,13 +81,15 @@ def probe(request: Mapping[str, Any], backend: str | None = None) -> dict[str, A
 
 
 def flops_per_sequence(graph_docs: Sequence[Mapping[str, Any]]) -> tuple[list[float], str]:
-    """Forward-pass flops of each graph (a graph spec document) on one sequence, by XLA's cost analysis on JAX
-    (in a child process on the JAX backend, whatever this process's backend).
+    """Forward-pass flops of each graph (a graph spec document) on one sequence, by XLA's cost analysis on JAX's CPU
+    platform (in a child process on the JAX backend, whatever this process's backend and devices: the count does
+    not need a GPU, and is the same on every machine with the same JAX).
 
     Returns:
         The flops of each graph, in order, and the counter that gave them (with its version).
     """
-    answer = probe({"task": "flops", "graphs": [dict(g) for g in graph_docs]}, backend="jax")
+    request = {"task": "flops", "graphs": [dict(g) for g in graph_docs]}
+    answer = probe(request, backend="jax", env={"JAX_PLATFORMS": "cpu"})
     return [float(v) for v in answer["flops"]], str(answer["counter"])
 
 

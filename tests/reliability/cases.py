@@ -543,7 +543,7 @@ CASES: list[Case] = [
         "search-sampler-unknown",
         "search",
         f"{SEARCH}: optuna.sampler",
-        "'tpe', 'random', 'grid' or 'cmaes'",
+        "'tpe', 'nsga2', 'random', 'grid' or 'cmaes'",
         {"optuna.sampler": "bayes"},
     ),
     Case(

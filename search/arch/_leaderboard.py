@@ -52,6 +52,11 @@ class TrialRow:
     pareto: bool = False
     same: list[int] = field(default_factory=list)
 
+    @property
+    def measured(self) -> dict[str, float]:
+        """Every number measured of the trial: its costs and its objective values (metric -> value)."""
+        return {**self.costs, **self.values}
+
 
 def best_row(rows: Sequence[TrialRow], direction: str) -> TrialRow | None:
     """The complete trial with the best objective in ``direction`` (the first of equals), or ``None``."""

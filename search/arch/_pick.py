@@ -41,10 +41,16 @@ class Pick:
 
     def admits(self, row: TrialRow) -> bool:
         """Whether ``row`` has the metrics and meets every condition."""
-        found = {**row.costs, **row.values}
+        found = row.measured
         if self.metric not in found:
             return False
         return all(m in found and _OPS[op](found[m], v) for m, op, v in self.conditions)
+
+    def rank(self, rows: Sequence[TrialRow]) -> list[TrialRow]:
+        """The complete, feasible rows this pick admits, best first by its metric (equals keep their order)."""
+        admitted = [r for r in rows if r.state == "complete" and r.feasible and self.admits(r)]
+        sign = -1.0 if self.sense == "max" else 1.0
+        return sorted(admitted, key=lambda r: sign * r.measured[self.metric])
 
 
 def parse_pick(text: str, search: Search) -> Pick:
@@ -114,10 +120,7 @@ def choose_trial(search: Search, rows: Sequence[TrialRow], pick: Pick | None, tr
         if best is None:
             raise CrmlabError(f"{search.doc.name} has no complete trial yet; nothing to export or register")
         return best
-    admitted = [r for r in rows if r.state == "complete" and r.feasible and pick.admits(r)]
-    if not admitted:
+    ranked = pick.rank(rows)
+    if not ranked:
         raise CrmlabError(f"--pick: no complete, feasible trial of {search.doc.name} meets '{pick.text}'")
-    sign = 1 if pick.sense == "max" else -1
-    found = [{**r.costs, **r.values}[pick.metric] for r in admitted]
-    best_value = max(sign * v for v in found)
-    return next(r for r, v in zip(admitted, found, strict=True) if sign * v == best_value)
+    return ranked[0]

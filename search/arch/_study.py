@@ -232,8 +232,7 @@ def _check_backend(search: Search) -> None:
 def _check_objectives(search: Search) -> None:
     """Refuse what a multi-objective or constrained search cannot do on its backend, sampler or pruner."""
     file, doc = str(search.path), search.doc
-    costly = any(g.is_cost for g in doc.goals) or bool(doc.constraints)
-    if doc.backend == "keras_tuner" and (search.multi or costly):
+    if doc.backend == "keras_tuner" and (search.multi or search.costs):
         what = "several objectives" if search.multi else "costs and constraints"
         raise SpecError(
             file, "backend", f"keras_tuner sums objectives and has no Pareto front; {what} need backend: optuna"

@@ -25,16 +25,10 @@ def ranked(rows: Sequence[TrialRow], search: Any, pick: Pick | None = None) -> l
         search: the loaded search (:class:`crmlab.search.arch.Search`: its objectives).
         pick: a parsed ``--pick`` rule (:func:`crmlab.search.arch.parse_pick`), or None.
     """
-    if pick is not None:
-        metric, maximize = pick.metric, pick.sense == "max"
-    else:
+    if pick is None:
         goal = search.goals[0]
-        metric, maximize = goal.metric, goal.resolved == "maximize"
-    done = [r for r in rows if r.state == "complete" and r.feasible and metric in {**r.costs, **r.values}]
-    if pick is not None:
-        done = [r for r in done if pick.admits(r)]
-    sign = -1.0 if maximize else 1.0
-    return sorted(done, key=lambda r: (sign * {**r.costs, **r.values}[metric], r.number))
+        pick = Pick(goal.metric, "max" if goal.resolved == "maximize" else "min", goal.metric)
+    return pick.rank(sorted(rows, key=lambda r: r.number))
 
 
 def choose_trials(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +26,32 @@ def read_rows(name: str, n: int) -> list[dict[str, str]]:
     with open(DATA / name, newline="") as fh:
         reader = csv.DictReader(fh, delimiter="\t")
         return [row for _, row in zip(range(n), reader, strict=False)]
+
+
+JAX_CACHE_ENV = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+"""JAX caches every compiled program, not only those that took over a second to compile."""
+_JAX_CACHE = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In the process that starts the suite: one XLA compilation cache (JAX's persistent cache) for every process of
+    this run, the test processes and the ``crmlab`` commands and workers they start, which inherit the environment.
+
+    Most JAX processes of the suite compile the same small programs (the tiny CRMnet's initialisers and steps); each
+    compiled them anew, and a JAX worker spent more time compiling than training. A cached program is XLA's own
+    output for the same computation, so what a test checks is unchanged. A cache set by the user is kept."""
+    if getattr(config, "workerinput", None) is not None or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    folder = tempfile.mkdtemp(prefix="crmlab-tests-xla-")
+    config.stash[_JAX_CACHE] = folder
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=folder, **JAX_CACHE_ENV)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the run's compilation cache."""
+    folder = config.stash.get(_JAX_CACHE, None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.hookimpl(trylast=True)

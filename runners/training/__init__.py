@@ -3,7 +3,7 @@ schedule, metrics and evaluation."""
 
 from crmlab.registry import lazy_exports
 
-__all__ = ["SCHEDULE_VARIABLE", "Batches", "compile_for_training", "regression_metrics", "train_run"]
+__all__ = ["SCHEDULE_VARIABLE", "Batches", "compile_for_training", "regression_metrics", "seed_run", "train_run"]
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
@@ -12,6 +12,7 @@ __getattr__, __dir__ = lazy_exports(
         "SCHEDULE_VARIABLE": "_schedule",
         "compile_for_training": "_compile",
         "regression_metrics": "_metrics",
+        "seed_run": "_seeding",
         "train_run": "_train",
     },
 )

@@ -112,9 +112,9 @@ def _key(graph: GraphSpec, recipe: Recipe) -> str:
 def training_model(graph: GraphSpec, recipe: Recipe) -> TrainingModel:
     """A compiled model of ``graph`` for ``recipe`` whose weights are freshly initialised under the current seed.
 
-    Call it where the model would be assembled (after ``keras.utils.set_random_seed`` and the dtype policy). A model
-    compiled before for the same key is re-initialised from a freshly assembled one; otherwise the model is
-    assembled and compiled (its first stage's :meth:`TrainingModel.start_stage` builds the optimiser).
+    Call it where the model would be assembled (after :func:`~crmlab.runners.training._seeding.seed_run` and the
+    dtype policy). A model compiled before for the same key is re-initialised from a freshly assembled one; otherwise
+    the model is assembled and compiled (its first stage's :meth:`TrainingModel.start_stage` builds the optimiser).
     """
     key = _key(graph, recipe)
     _restart_names()

@@ -80,6 +80,7 @@ from crmlab.runners.training._epoch_control import EpochControl, EpochHook, log_
 from crmlab.runners.training._evaluate import final_validation, predict, stage_split
 from crmlab.runners.training._metrics import regression_metrics
 from crmlab.runners.training._outputs import write_outputs
+from crmlab.runners.training._seeding import seed_run
 
 __all__ = ["ALLOW_DEVICE_CHANGE", "RunContext", "train_run"]
 
@@ -204,7 +205,7 @@ def _op_determinism(on: bool) -> Iterator[None]:
 def _train_unfinished(ctx: RunContext, state: CheckpointState) -> RunResult:
     """Seed, build (or reuse) the model, train the stages left, write the outputs and finish the run's state."""
     recipe, tracker = ctx.recipe, ctx.tracker
-    keras.utils.set_random_seed(recipe.stream_seed)
+    seed_run(recipe.stream_seed)
     keras.config.set_dtype_policy(recipe.precision)
     compiled = training_model(ctx.graph, recipe)
     model, dist = compiled.model, compiled.dist

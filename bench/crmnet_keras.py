@@ -1,7 +1,7 @@
 """CRMnet written plainly in Keras 3 (functional API, stock layers only), independent of crmlab's blocks.
 
 It is the reference of ``bench/overhead.py``: the same architecture as ``studies/graphs/crmnet.yaml`` (34,170,289
-parameters with the defaults) and, with quarter widths, as ``studies/graphs/crmnet_small.yaml`` (962,989).
+parameters with the defaults) and, with :data:`QUICK`, as the ``crmnet_unet`` template with those parameters.
 """
 
 from __future__ import annotations
@@ -101,12 +101,15 @@ def build_crmnet(
     return keras.Model(tokens, out, name="crmnet_keras")
 
 
-SMALL = {
-    "filters": 32,
-    "num_heads": 3,
-    "key_dim": 64,
-    "ff_dim": 32,
-    "stack_filters": (32, 16, 8),
-    "head_units": (64, 32, 16, 8),
+QUICK = {
+    "filters": 8,
+    "num_heads": 1,
+    "key_dim": 8,
+    "ff_dim": 8,
+    "branches": (1,),
+    "stack_filters": (8,),
+    "head_units": (8,),
+    "head_dropout": (0.1,),
 }
-"""The widths of ``studies/graphs/crmnet_small.yaml``."""
+"""``bench/overhead.py --quick``: CRMnet's four encoder and three decoder levels at width 8, one transformer block,
+one stack convolution and one head layer (the template's ``crmnet_unet`` with these parameters)."""

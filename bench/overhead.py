@@ -3,7 +3,7 @@ Keras 3 (``bench/crmnet_keras.py``), same backend, batch and compile settings, t
 process. Goal: assembled >= 1.00x the hand-written model's steps/s.
 
     python bench/overhead.py                 # canonical CRMnet (34,170,289 parameters), batch 64
-    python bench/overhead.py --quick         # quarter width (crmnet_small.yaml), batch 8, CI size
+    python bench/overhead.py --quick         # CI size: width 8, one transformer block (crmnet_keras.QUICK), batch 8
 
 Writes a CSV (``--out``) and prints the table last.
 """
@@ -19,10 +19,10 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
-from crmnet_keras import SMALL, build_crmnet
+from crmnet_keras import QUICK, build_crmnet
 
 from crmlab.blocks.assemble import parameter_counts
-from crmlab.registry import load_graph, resolve_graph
+from crmlab.registry import load_graph, parse_graph, resolve_graph
 from crmlab.runners.benchmark import (
     bench_recipe,
     compiled_model,
@@ -40,7 +40,9 @@ CANONICAL_PARAMETERS = 34_170_289
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="quarter-width CRMnet, batch 8, 2 rounds of 1 step")
+    parser.add_argument(
+        "--quick", action="store_true", help="slim CRMnet (crmnet_keras.QUICK), batch 8, 2 rounds of 1 step"
+    )
     parser.add_argument("--batch-size", type=int, help="sequences per step (default 64; quick 8)")
     parser.add_argument("--rounds", type=int, help="rounds of interleaved timing (default 6; quick 2)")
     parser.add_argument("--steps-per-round", type=int, help="timed steps per model per round (default 2; quick 1)")
@@ -49,14 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/overhead.csv", help="CSV file")
     args = parser.parse_args(argv)
 
-    spec = ROOT / ("studies/graphs/crmnet_small.yaml" if args.quick else "studies/graphs/crmnet.yaml")
-    hand_params = SMALL if args.quick else {}
+    hand_params = QUICK if args.quick else {}
     batch = args.batch_size or (8 if args.quick else 64)
     rounds = args.rounds or (2 if args.quick else 6)
     per_round = args.steps_per_round or (1 if args.quick else 2)
     jit = {"true": True, "false": False}.get(args.jit_compile, args.jit_compile)
 
-    graph = resolve_graph(load_graph(spec))
+    if args.quick:
+        params = {**QUICK, "kernel_size": 11, "se_ratio": 2}  # the hand-written model's fixed kernel and SE ratio
+        quick = {"name": "crmnet_overhead_quick", "template": {"name": "crmnet_unet", "params": params}}
+        graph = resolve_graph(parse_graph(quick, "overhead --quick"))
+    else:
+        graph = resolve_graph(load_graph(ROOT / "studies/graphs/crmnet.yaml"))
     recipe = bench_recipe(args.precision, batch, "none", jit_compile=jit)
     assembled, _ = compiled_model(graph, recipe)
     dist = make_distribution("none")

@@ -197,7 +197,7 @@ def test_keras_tuner_runs_the_same_space(runs: Path, tmp_path: Path, capsys: pyt
 
 
 def test_keras_tuner_hyperband_pauses_and_continues_runs(tmp_path: Path) -> None:
-    space = "space={transformer: {type: bool}, kernel_size: {type: int, low: 3, high: 7, step: 2}}"
+    space = "space={transformer: {type: bool}, kernel_size: {type: int, low: 3, high: 7, step: 4}}"  # 4 graphs
     args = ["search", str(TINY), "--set", "backend=keras_tuner", "--set", "keras_tuner.tuner=hyperband"]
     # fine-tuning only (3 epochs): the pretraining stage adds nothing to what Hyperband's pausing is tested for
     args += ["--set", "recipe.stages=[{name: finetune, data: random_library, epochs: 3}]", "--set", space]

@@ -1,7 +1,7 @@
 """Data-pipeline throughput against the model's consumption: tokenise + batch + feed, in sequences per second.
 
     python bench/pipeline.py            # 61,313 real DREAM sequences; consumer: canonical CRMnet, batch 64
-    python bench/pipeline.py --quick    # 2,000 sequences; consumer: quarter-width CRMnet, batch 8 (CI size)
+    python bench/pipeline.py --quick    # 2,000 sequences; consumer: the test suite's tiny CRMnet, batch 8 (CI size)
 
 Each pipeline stage's rate is compared with the training rate of the model (measured here with
 ``crmlab.runners.benchmark._step_time.measure``, or given with ``--model-seq-per-s``); ``headroom`` is how many times
@@ -28,7 +28,7 @@ DATA = ROOT / "data/dream_test_derived_61313.tsv.gz"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2,000 sequences and the quarter-width model")
+    parser.add_argument("--quick", action="store_true", help="2,000 sequences and the tiny test graph")
     parser.add_argument("--batch-size", type=int, help="sequences per batch (default 64; quick 8)")
     parser.add_argument("--model-seq-per-s", type=float, help="the model's training rate (default: measure it)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/pipeline.csv", help="CSV file")
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     table = pd.read_csv(DATA, sep="\t", nrows=2000 if args.quick else None)
     batch = args.batch_size or (8 if args.quick else 64)
-    spec = ROOT / ("studies/graphs/crmnet_small.yaml" if args.quick else "studies/graphs/crmnet.yaml")
+    spec = ROOT / ("tests/fixtures/studies/tiny_graph.yaml" if args.quick else "studies/graphs/crmnet.yaml")
     rates = pipeline_throughput(table["seq"].tolist(), table["expression"].to_numpy(), batch)
     if args.model_seq_per_s:
         model_rate, model = args.model_seq_per_s, f"{spec.stem} (given)"

@@ -163,8 +163,8 @@ def test_fit_throughput_quick_times_the_runners_loop_against_the_step(tmp_path: 
     stdout = run_script("fit_throughput.py", "--quick", "--out", str(out))
     (row,) = read_csv(out)
     assert (row["model"], row["parameters"], row["batch_size"], row["steps_per_epoch"]) == (
-        "eighth",
-        "210695",
+        "tiny",
+        "9519",
         "64",
         "8",
     )

@@ -31,6 +31,7 @@ def read_rows(name: str, n: int) -> list[dict[str, str]]:
 JAX_CACHE_ENV = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 """JAX caches every compiled program, not only those that took over a second to compile."""
 _JAX_CACHE = pytest.StashKey[str]()
+XLA_TEST_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -39,8 +40,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
     Most JAX processes of the suite compile the same small programs (the tiny CRMnet's initialisers and steps); each
     compiled them anew, and a JAX worker spent more time compiling than training. A cached program is XLA's own
-    output for the same computation, so what a test checks is unchanged. A cache set by the user is kept."""
-    if getattr(config, "workerinput", None) is not None or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+    output for the same computation, so what a test checks is unchanged. A cache set by the user is kept.
+
+    XLA compiles without its CPU optimisations (:data:`XLA_TEST_FLAGS`, unless ``XLA_FLAGS`` is set), as
+    ``bench/device_check.py --quick`` does: a third less time for the tiny graphs' compiles. Every process of the run
+    compiles alike, so results compared across processes still compare equal; no test checks XLA's speed."""
+    if getattr(config, "workerinput", None) is not None:
+        return
+    os.environ.setdefault("XLA_FLAGS", XLA_TEST_FLAGS)
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
         return
     folder = tempfile.mkdtemp(prefix="crmlab-tests-xla-")
     config.stash[_JAX_CACHE] = folder

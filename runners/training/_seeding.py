@@ -6,12 +6,14 @@ model this process compiled is optimised again by Grappler on its next call: 3-4
 suite's tiny CRMnet on a 2-core CPU, more for its validation and predict steps, far more for a canonical one. A
 run that reuses a compiled model (:mod:`crmlab.runners.training._compiled`) paid it anyway.
 
-Nothing a run computes reads TensorFlow's global seed: Keras 3 draws every random number (initialisers, dropout,
-reverse-complement augmentation, shuffling) from its own ``SeedGenerator`` states with stateless ops, and a traced
+Nothing a run computes reads TensorFlow's global seed: Keras 3 draws initialisers and dropout from its own
+``SeedGenerator`` states with stateless ops, the batches' order and reverse-complement halves come from NumPy
+generators seeded by the run (:class:`~crmlab.runners.training._batches.Batches`), and a traced
 step is reused across runs, so a seed baked into it at trace time could not follow the run anyway. A run's result is
 therefore the same with or without it (the suite's ``--jobs`` tests compare runs trained in fresh processes with
 runs trained on reused compiled models, bit for bit). :func:`seed_run` seeds what
-``keras.utils.set_random_seed`` seeds, except TensorFlow.
+``keras.utils.set_random_seed`` seeds, except TensorFlow, through Keras' own global state (private modules of
+Keras 3, which pyproject.toml pins below 4; its test compares the draws with ``keras.utils.set_random_seed``'s).
 """
 
 from __future__ import annotations

@@ -19,6 +19,10 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     runs_dir = checked_runs_dir(args.runs_dir)
     model_registry.check_options(args)
+    if args.storage:
+        from crmlab.search.storage import check_storage_url
+
+        check_storage_url(args.storage)  # before the models are built (seconds each)
     ablation = load_ablation(args.study, args.set)
     choice = model_registry.check_ablation_options(args, ablation)
     names = ", ".join(f"{v.name} ({v.parameters:,} params)" for v in ablation.variants)

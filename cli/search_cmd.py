@@ -16,17 +16,20 @@ def cmd_search(args: argparse.Namespace) -> int:
     from crmlab.search.arch import (
         BACKENDS,
         SearchOptions,
+        assemble_space,
         check_choice,
         check_export_path,
         choose_trial,
         export_best,
         load_search,
     )
+    from crmlab.search.storage import check_storage_url
 
     runs_dir = checked_runs_dir(args.runs_dir)
     export = check_export_path(args.export)
     model_registry.check_options(args)
-    search = load_search(args.study, args.set)
+    check_storage_url(args.storage)
+    search = load_search(args.study, args.set, assemble=False)
     doc = search.doc
     pick = check_choice(search, args.pick, args.trial, export is not None or args.register is not None)
     publish = None
@@ -45,6 +48,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     )
     backend = BACKENDS[doc.backend]()
     backend.check_options(search_options)
+    assemble_space(search)  # every distinct model once (seconds each): after the flags, before anything is written
     goals = ", ".join(f"{g.metric} ({g.resolved})" for g in search.goals)
     limits = "".join(f", {k} <= {v.max:g}" for k, v in doc.constraints.items())
     print(

@@ -172,9 +172,9 @@ def _in_variant(issue: Issue, file: str, name: str) -> Issue:
 
 
 def load_ablation(path: str | Path, overrides: Sequence[str] = (), assemble: bool = True) -> Ablation:
-    """Validate the study and every variant (and, with ``assemble``, build each model once); load the data and
-    check every stage's split for every seed (:func:`~crmlab.runners.studyfile._loader.load_study_file`). Issues at keys
-    that ``overrides`` set are reported against ``--set``."""
+    """Validate the study and every variant; load the data and check every stage's split for every seed
+    (:func:`~crmlab.runners.studyfile._loader.load_study_file`); with ``assemble``, build each model once (last, as
+    it takes seconds per model). Issues at keys that ``overrides`` set are reported against ``--set``."""
     return load_study_file(path, overrides, AblationDoc, partial(_load_ablation, assemble=assemble))
 
 
@@ -199,14 +199,14 @@ def _load_ablation(
             issues.extend(_in_variant(i, file, name) for i in exc.issues)
     if issues:
         raise SpecErrors(issues)
-    if assemble:
-        _assemble_all(variants, file)
     datasets, tests = load_study_data(doc, variants[0].graph, path)
     for v in variants:
         try:
             check_splits(v.recipe, datasets, file, all_seeds(doc.seeds))
         except SpecErrors as exc:
             raise SpecErrors(_in_variant(i, file, v.name) for i in exc.issues) from None
+    if assemble:  # last: seconds per model, after the cheaper checks of the data
+        _assemble_all(variants, file)
     return Ablation(path, overrides, doc, variants, datasets, tests)
 
 

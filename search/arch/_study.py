@@ -50,7 +50,7 @@ from crmlab.runners.studyfile import (
 )
 from crmlab.search.arch._schema import MULTI_OBJECTIVE_SAMPLERS, Goal, SearchDoc
 
-__all__ = ["CANONICAL", "Search", "TrialSpec", "load_search"]
+__all__ = ["CANONICAL", "Search", "TrialSpec", "assemble_space", "load_search"]
 
 CANONICAL = "canonical"
 """The label of the unpatched base spec's run, which every trial is compared against."""
@@ -139,8 +139,8 @@ class Search:
 
 
 def load_search(path: str | Path, overrides: Sequence[str] = (), assemble: bool = True) -> Search:
-    """Validate the study and its space against the base spec (and, with ``assemble``, build every distinct
-    model the space's bounds and choices produce); load the data and check the splits
+    """Validate the study and its space against the base spec; load the data and check the splits; with
+    ``assemble``, build every distinct model the space's bounds and choices produce (:func:`assemble_space`)
     (:func:`~crmlab.runners.studyfile._loader.load_study_file`). Nothing is written.
 
     Raises:
@@ -163,11 +163,23 @@ def _load(
     search = Search(path, overrides, doc, space, base_graph, graph_file, (canonical_graph, canonical_recipe))
     graphs = _check_space(search)
     _check_backend(search)
-    if assemble:
-        search.canonical_parameters = _assemble_all(search, graphs)
     search.datasets, search.tests = load_study_data(doc, canonical_graph, path)
     check_splits(canonical_recipe, search.datasets, file, [canonical_recipe.seed])
+    if assemble:
+        search.canonical_parameters = _assemble_all(search, graphs)
     return search
+
+
+def assemble_space(search: Search) -> None:
+    """Build canonical and every distinct model the space's bounds and choices produce, once, and record
+    canonical's parameter count (``search.canonical_parameters``): what :func:`load_search` does last with
+    ``assemble``. A command loads with ``assemble=False``, checks its flags, then calls this (seconds per model), so
+    a bad flag is reported at once.
+
+    Raises:
+        SpecErrors: ``FILE: space.KEY: with KEY=VALUE: message`` for a value whose model cannot be built.
+    """
+    search.canonical_parameters = _assemble_all(search, _check_space(search))
 
 
 def _template_defaults(name: str) -> dict[str, Any]:

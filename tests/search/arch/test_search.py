@@ -227,8 +227,12 @@ def test_keras_tuner_hyperband_pauses_and_continues_runs(tmp_path: Path) -> None
     ],
 )
 def test_bad_flags_are_one_line_errors_and_write_nothing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, flags: list[str], message: str
 ) -> None:
+    def built(*args: object) -> None:
+        raise AssertionError("a model was built before the flags were checked")
+
+    monkeypatch.setattr("crmlab.search.arch._study._assemble_all", built)  # flags first: building takes seconds
     runs = tmp_path / "runs"
     args = ["search", str(TINY), "--runs-dir", str(runs), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", *flags]
     assert main(args) == 2

@@ -2,8 +2,8 @@
 again, and check that nothing was lost or duplicated: every run complete, each epoch in the history once, at most
 one epoch computed again per kill, one MLflow run per piece of work and none left RUNNING.
 
-Kill points are named in :mod:`tests.reliability.killpoint`. The default run survives three kills (two in
-``train``, one in ``ablate``); ``pytest -m slow`` kills each command at every point, each time followed by a kill
+Kill points are named in :mod:`tests.reliability.killpoint`. The default run survives three kills (two of one
+``train`` run, one in ``ablate``); ``pytest -m slow`` kills each command at every point, each time followed by a kill
 at a random moment of the resumed run. Killing ``crmlab ablate --jobs 2`` ends its pool's workers too."""
 
 from __future__ import annotations
@@ -147,18 +147,15 @@ def check_ablation_complete(root: Path, kills: int, seeds: list[int]) -> None:
     check_recomputation(root, kills)
 
 
-def test_train_survives_a_kill_while_a_checkpoint_is_committed(workspace: Path) -> None:
+def test_train_survives_a_kill_while_a_checkpoint_is_committed_then_one_in_its_clean_up(workspace: Path) -> None:
+    """Killed mid-training, resumed and killed again as it cleans up: the same command then ends the clean-up and
+    the run is whole, with one MLflow run (``crmlab train``'s resume after SIGKILL)."""
     run_killed_at(workspace, TRAIN_ARGS, "state-commit", 4)  # the second epoch's checkpoint, written, not committed
-    run_to_the_end(workspace, TRAIN_ARGS)
-    check_train_complete(workspace, kills=1)
-
-
-def test_train_survives_a_kill_in_the_middle_of_its_clean_up(workspace: Path) -> None:
-    run_killed_at(workspace, TRAIN_ARGS, "clean-up", 1)  # finished, one file of its checkpoint deleted
+    run_killed_at(workspace, TRAIN_ARGS, "clean-up", 1)  # resumed and finished, one file of its checkpoint deleted
     (run,) = [p.parent for p in (workspace / "runs").glob("*/state.json")]
     assert json.loads((run / "state.json").read_text())["finished"] and list(run.glob("ckpt-*/*"))
     run_to_the_end(workspace, TRAIN_ARGS)
-    check_train_complete(workspace, kills=1)
+    check_train_complete(workspace, kills=2)
     assert not list(run.glob("ckpt-*")), "the next reading of the finished run ends its clean-up"
 
 

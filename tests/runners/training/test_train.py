@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import keras
@@ -142,41 +137,6 @@ def test_early_stopping_triggers_and_survives_a_restart(tmp_path: Path) -> None:
     restarted.on_epoch_end(3, {"loss": 1.0, "val_loss": 1.0, "val_r2": 0.58})
     assert model.stop_training, "patience 2 reached across the restart"
     assert json.loads((tmp_path / "state.json").read_text())["epoch"] == 4
-
-
-def test_sigkill_then_same_command_resumes_and_finishes_the_same_mlflow_run(tmp_path: Path) -> None:
-    runs, db = tmp_path / "runs", tmp_path / "mlflow.db"
-    cmd = [
-        sys.executable, "-m", "crmlab.cli", "train", str(TINY), "--runs-dir", str(runs),
-        "--tracking-uri", f"sqlite:///{db}", "--verbose", "0", "--set", "recipe.stages.0.epochs=6",
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    killed_at = None
-    while time.time() < deadline and proc.poll() is None:
-        states = list(runs.glob("*/state.json"))
-        if states:
-            state = json.loads(states[0].read_text())
-            if state["stage"] == 0 and state["epoch"] >= 2:
-                os.kill(proc.pid, signal.SIGKILL)
-                killed_at = state["epoch"]
-                break
-        time.sleep(0.2)
-    proc.wait(timeout=60)
-    assert killed_at is not None, "training never reached epoch 2 of stage 0"
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(next(runs.glob("*/result.json")).read_text())
-    epochs = [(h["stage"], h["epoch"]) for h in result["history"]]
-    assert epochs == [("pretrain", e) for e in range(1, 7)] + [("finetune", 1), ("finetune", 2)]
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{db}")
-    runs_found = client.search_runs([client.get_experiment_by_name("tiny_train").experiment_id])
-    assert len(runs_found) == 1 and runs_found[0].info.run_id == result["mlflow_run_id"]
-    assert runs_found[0].info.status == "FINISHED"
-    history = client.get_metric_history(result["mlflow_run_id"], "pretrain.val_r2")
-    assert sorted(m.step for m in history) == list(range(1, 7)), "each epoch logged once, none lost"
 
 
 def test_resuming_on_another_device_count_is_refused_in_one_line(tmp_path: Path) -> None:

@@ -93,7 +93,17 @@ def test_a_model_without_onehot_input_is_refused() -> None:
 def test_saliency_tests_pass_on_the_other_backend() -> None:
     env = {**os.environ, "KERAS_BACKEND": OTHER, "CRMLAB_NESTED_BACKEND_RUN": "1", "JAX_ENABLE_X64": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__).relative_to(ROOT))],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-n",
+            "0",
+            str(Path(__file__).relative_to(ROOT)),
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

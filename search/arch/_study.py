@@ -161,12 +161,12 @@ def _load(
         template_params = {**_template_defaults(template["name"]), **(template_params or {})}
     space = parse_space(doc.space, file, template_params)
     search = Search(path, overrides, doc, space, base_graph, graph_file, (canonical_graph, canonical_recipe))
-    graphs = _check_space(search)
+    _check_space(search)
     _check_backend(search)
     search.datasets, search.tests = load_study_data(doc, canonical_graph, path)
     check_splits(canonical_recipe, search.datasets, file, [canonical_recipe.seed])
     if assemble:
-        search.canonical_parameters = _assemble_all(search, graphs)
+        assemble_space(search)
     return search
 
 
@@ -174,7 +174,7 @@ def assemble_space(search: Search) -> None:
     """Build canonical and every distinct model the space's bounds and choices produce, once, and record
     canonical's parameter count (``search.canonical_parameters``): what :func:`load_search` does last with
     ``assemble``. A command loads with ``assemble=False``, checks its flags, then calls this (seconds per model), so
-    a bad flag is reported at once.
+    a bad flag is reported at once. The space's graphs are applied again (milliseconds) to find the distinct ones.
 
     Raises:
         SpecErrors: ``FILE: space.KEY: with KEY=VALUE: message`` for a value whose model cannot be built.
